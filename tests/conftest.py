@@ -1,0 +1,23 @@
+"""Shared pytest fixtures: a tiny SynthMUSIC dataset generated once per test session."""
+
+import os
+
+# TensorFlow must not grab accelerators or flood the log; JAX tests run on the host CPU.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthmusic_tiny(tmp_path_factory):
+  """Path of a tiny SynthMUSIC dataset (all 21 classes, solos and duets), generated once."""
+  from data_pipeline import synthmusic
+
+  out = tmp_path_factory.mktemp("synthmusic") / "tiny"
+  return synthmusic.generate(out, size="tiny", seed=0, progress=False)
+
+
+def pytest_configure(config):
+  """Keep third-party deprecation noise out of the test report."""
+  config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
