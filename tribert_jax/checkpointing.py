@@ -1,0 +1,278 @@
+"""Checkpoints of a training run (orbax) and initialisation from another phase's checkpoint.
+
+Layout inside a workdir:
+  checkpoints/<step>/{state,progress}   the last config.keep_checkpoints saves (async); `progress`
+                                        is JSON: step, data position, seed
+  checkpoints_best/<step>/{state,progress}   the one save with the best validation SDR
+
+Resume order (tribert_jax.train.train_and_evaluate):
+  1. the latest step under WORKDIR/checkpoints: same step, same data position, same rng;
+  2. otherwise config.init_checkpoint (a workdir or a checkpoint folder of another phase):
+     parameters mapped by `map_parameters`, fresh optimiser state, step 0;
+  3. otherwise the random initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Iterable, Mapping
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+LATEST_DIR = "checkpoints"
+BEST_DIR = "checkpoints_best"
+BEST_METRIC = "sdr"
+
+
+class NonFiniteStateError(RuntimeError):
+  """The state to be saved holds NaN or Inf: refusing to overwrite good checkpoints with it."""
+
+
+def _manager(directory: str, *, max_to_keep: int | None, best: bool = False,
+             read_only: bool = False) -> ocp.CheckpointManager:
+  """A CheckpointManager holding a pytree `state` and a JSON `progress` record per step."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep,
+      create=not read_only,
+      read_only=read_only,
+      enable_async_checkpointing=True,
+      best_fn=(lambda metrics: float(metrics[BEST_METRIC])) if best else None,
+      best_mode="max",
+      keep_checkpoints_without_metrics=not best,
+  )
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_names=("state", "progress"))
+
+
+def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs that carry the target shardings, so restore lands arrays in place."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract_state, shardings)
+
+
+def all_finite(tree: Any) -> bool:
+  """True when every floating-point leaf of tree is finite (one fused reduction)."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+  if not leaves:
+    return True
+  return bool(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])))
+
+
+class Checkpointer:
+  """Keep-last-N checkpoints plus the best-by-validation-SDR one, for one workdir."""
+
+  def __init__(self, workdir: str, keep: int = 2):
+    self.workdir = workdir
+    self.latest = _manager(os.path.join(workdir, LATEST_DIR), max_to_keep=keep)
+    self.best = _manager(os.path.join(workdir, BEST_DIR), max_to_keep=1, best=True)
+
+  def latest_step(self) -> int | None:
+    """Step of the newest complete checkpoint in this workdir, or None."""
+    return self.latest.latest_step()
+
+  def save(self, step: int, state: Any, progress: Mapping[str, Any], *,
+           metrics: Mapping[str, float] | None = None, force: bool = False) -> None:
+    """Saves asynchronously (and into the best slot when metrics are given); refuses NaN/Inf."""
+    if not all_finite(state):
+      raise NonFiniteStateError(
+          f"state at step {step} holds NaN/Inf values; not saving it (the previous checkpoints "
+          f"in {self.workdir} are kept)")
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              progress=ocp.args.JsonSave(dict(progress)))
+    if self.latest.latest_step() != step:
+      self.latest.save(step, args=args, force=force)
+    if metrics is not None:
+      if not np.isfinite(metrics[BEST_METRIC]):
+        logging.warning("validation %s at step %d is not finite; not a best candidate",
+                        BEST_METRIC, step)
+        return
+      self.best.save(step, args=args, metrics={k: float(v) for k, v in metrics.items()},
+                     force=True)
+
+  def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
+    """(state, progress) of the latest checkpoint (arrays placed as abstract_state says)."""
+    step = self.latest.latest_step()
+    if step is None:
+      return None
+    restored = self.latest.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["progress"])
+
+  def wait_until_finished(self) -> None:
+    """Blocks until pending async saves are on disk."""
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    """Finishes pending saves and releases the managers."""
+    self.latest.close()
+    self.best.close()
+
+
+def resolve_checkpoint_dir(path: str, which: str = "latest") -> tuple[str, int]:
+  """(manager directory, step) for a workdir or a checkpoints folder; which = latest | best.
+
+  Accepts WORKDIR (uses WORKDIR/checkpoints or WORKDIR/checkpoints_best), the checkpoints folder
+  itself, or a step folder inside it (WORKDIR/checkpoints/1000).
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"checkpoint path {path} does not exist")
+  base = os.path.basename(path.rstrip("/"))
+  if base.isdigit() and os.path.isdir(os.path.join(path, "state")):
+    return os.path.dirname(path), int(base)
+  candidates = [path]
+  subdir = BEST_DIR if which == "best" else LATEST_DIR
+  if os.path.isdir(os.path.join(path, subdir)):
+    candidates.insert(0, os.path.join(path, subdir))
+  elif which == "best" and os.path.isdir(os.path.join(path, LATEST_DIR)):
+    logging.warning("%s has no %s; using its latest checkpoint", path, BEST_DIR)
+    candidates.insert(0, os.path.join(path, LATEST_DIR))
+  for directory in candidates:
+    manager = _manager(directory, max_to_keep=None, read_only=True)
+    step = manager.best_step() if which == "best" else manager.latest_step()
+    if step is None:
+      step = manager.latest_step()
+    manager.close()
+    if step is not None:
+      return directory, step
+  raise FileNotFoundError(f"no complete checkpoint found under {path} (looked in {candidates})")
+
+
+def load_state_tree(path: str, which: str = "latest", step: int | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any], int]:
+  """Reads another run's checkpoint without a target: (state as nested dicts of numpy arrays,
+  progress record, step). Used to initialise one phase from another."""
+  directory, found_step = resolve_checkpoint_dir(path, which)
+  step = found_step if step is None else step
+  step_dir = os.path.join(directory, str(step))
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(os.path.join(step_dir, "state")).item_metadata.tree
+  # Every leaf comes back as a host numpy array: the source run's mesh need not exist here.
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+  state = checkpointer.restore(os.path.join(step_dir, "state"),
+                               args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  progress = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+      os.path.join(step_dir, "progress"))
+  return state, dict(progress), step
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter mapping between phases.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class MappingReport:
+  """What map_parameters did, path by path ('a/b/kernel' strings)."""
+  copied: list[str] = dataclasses.field(default_factory=list)
+  reinitialised: list[str] = dataclasses.field(default_factory=list)
+  kept_target: list[str] = dataclasses.field(default_factory=list)
+  unused_source: list[str] = dataclasses.field(default_factory=list)
+
+  def summary(self) -> str:
+    """One line for the log."""
+    return (f"copied {len(self.copied)} arrays, re-initialised {len(self.reinitialised)} "
+            f"(e.g. {self.reinitialised[:3]}), kept {len(self.kept_target)} target-only arrays, "
+            f"{len(self.unused_source)} source arrays unused")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{'a/b/kernel': array} from nested dicts."""
+  flat = {}
+  for key, value in tree.items():
+    path = f"{prefix}/{key}" if prefix else str(key)
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, path))
+    else:
+      flat[path] = value
+  return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """Nested dicts from {'a/b/kernel': array}."""
+  tree: dict[str, Any] = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return tree
+
+
+def map_parameters(target: Mapping[str, Any], source: Mapping[str, Any], *,
+                   prefix_map: Iterable[tuple[str, str]] = (("", ""),),
+                   reinit_patterns: Iterable[str] = (),
+                   require_all: bool = True) -> tuple[dict[str, Any], MappingReport]:
+  """Copies source arrays into a freshly initialised target tree (nested dicts).
+
+  prefix_map: (source_prefix, target_prefix) pairs; a source path 'src_prefix/rest' goes to
+    'target_prefix/rest'. ("", "") maps every path to itself (pretrain -> finetune);
+    ("stgcn", "pose_encoder/stgcn") moves a pose classifier's graph network into TriBERT.
+  reinit_patterns: regexes (re.search on the target path) of arrays that keep their new
+    initialisation even if the source has them, e.g. classification layers whose class count
+    changes between MUSIC21 (21) and MUSIC (11).
+  require_all: every target array under a mapped target prefix (not re-initialised) must be
+    found in the source with the same shape; otherwise a ValueError lists what is missing.
+  """
+  flat_target = flatten(target)
+  flat_source = flatten(source)
+  patterns = [re.compile(p) for p in reinit_patterns]
+  prefix_map = list(prefix_map)
+  report = MappingReport()
+  used_source: set[str] = set()
+  missing, mismatched = [], []
+
+  def source_path_for(target_path: str) -> str | None:
+    for source_prefix, target_prefix in prefix_map:
+      if not target_prefix:
+        rest = target_path
+      elif target_path == target_prefix or target_path.startswith(target_prefix + "/"):
+        rest = target_path[len(target_prefix):].lstrip("/")
+      else:
+        continue
+      return f"{source_prefix}/{rest}" if source_prefix else rest
+    return None
+
+  merged = {}
+  for path, value in flat_target.items():
+    source_path = source_path_for(path)
+    if source_path is None:
+      merged[path] = value
+      report.kept_target.append(path)
+      continue
+    if any(p.search(path) for p in patterns):
+      merged[path] = value
+      report.reinitialised.append(path)
+      if source_path in flat_source:
+        used_source.add(source_path)
+      continue
+    if source_path not in flat_source:
+      missing.append(f"{path} (from {source_path})")
+      merged[path] = value
+      continue
+    source_value = np.asarray(flat_source[source_path])
+    if tuple(source_value.shape) != tuple(np.shape(value)):
+      mismatched.append(f"{path}: target {tuple(np.shape(value))} vs source "
+                        f"{source_path} {tuple(source_value.shape)}")
+      merged[path] = value
+      continue
+    merged[path] = source_value.astype(np.asarray(value).dtype if hasattr(value, "dtype")
+                                       else source_value.dtype)
+    used_source.add(source_path)
+    report.copied.append(path)
+  if require_all and (missing or mismatched):
+    raise ValueError(
+        "checkpoint does not fit the model: "
+        + (f"missing {len(missing)} arrays, e.g. {missing[:5]}; " if missing else "")
+        + (f"shape mismatches (add a reinit pattern if intended): {mismatched[:5]}"
+           if mismatched else ""))
+  report.unused_source = sorted(set(flat_source) - used_source)
+  return unflatten(merged), report
