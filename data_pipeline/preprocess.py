@@ -467,6 +467,22 @@ def _check_pose(records: Any, path: pathlib.Path) -> None:
 def copy_pose(clip: Clip, pose: pathlib.Path, root: pathlib.Path,
               marker: dict[str, Any]) -> list[str]:
   """Copies (and, if frames were rescaled, rescales) the AlphaPose JSON; returns warnings."""
+  destination = root / _relative_paths(clip)["pose"]
+  # Parsing a long video's AlphaPose JSON takes a while: skip it when nothing changed.
+  stat = pose.stat()
+  key = {"source": str(pose), "source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
+         "frame_size": marker["frame_size"], "source_size": marker["source_size"],
+         "num_frames": marker["num_frames"]}
+  pose_marker = root / ".preprocess" / "pose" / f"{clip.id}.json"
+  try:
+    previous = json.loads(pose_marker.read_text())
+    if (previous["key"] == key and destination.is_file() and
+        destination.stat().st_size == previous["destination_bytes"]):
+      return previous["warnings"]
+  except (OSError, json.JSONDecodeError, KeyError, TypeError):
+    pass
+  pose_marker.unlink(missing_ok=True)
+
   try:
     records = json.loads(pose.read_text())
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -479,7 +495,6 @@ def copy_pose(clip: Clip, pose: pathlib.Path, root: pathlib.Path,
   if frame_numbers and max(frame_numbers) > marker["num_frames"] + marker["fps"]:
     warnings.append(f"{pose}: pose refers to frame {max(frame_numbers)} but {clip.id} has "
                     f"{marker['num_frames']} frames at {marker['fps']} fps")
-  destination = root / _relative_paths(clip)["pose"]
   destination.parent.mkdir(parents=True, exist_ok=True)
   temporary = destination.with_name(f".{destination.name}.{threading.get_ident()}.tmp")
   (scale_x, scale_y) = (marker["frame_size"][0] / marker["source_size"][0],
@@ -498,6 +513,8 @@ def copy_pose(clip: Clip, pose: pathlib.Path, root: pathlib.Path,
         record["box"] = [box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y]
     temporary.write_text(json.dumps(records))
   os.replace(temporary, destination)
+  _write_json_atomic(pose_marker, {"key": key, "warnings": warnings,
+                                   "destination_bytes": destination.stat().st_size})
   return warnings
 
 
@@ -730,8 +747,8 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
   return report
 
 
-def format_report(report: dict[str, Any]) -> str:
-  """Human-readable closing report."""
+def format_report(report: dict[str, Any], list_failures: bool = True) -> str:
+  """Human-readable closing report (the first failures of each kind unless list_failures=False)."""
   counts = report["counts"]
   lines = [f"preprocess report for {report['out']} ({report['dataset']})"]
   for key in ("listed", "processed", "skipped_done", *FAILURE_KINDS, "in_index",
@@ -742,7 +759,7 @@ def format_report(report: dict[str, Any]) -> str:
                + (" (val carved from train)" if report["val_carved_from_train"] else ""))
   if report["mixtures"]:
     lines.append("  mixtures: " + ", ".join(f"{k}={v}" for k, v in report["mixtures"].items()))
-  for kind, items in report["failures"].items():
+  for kind, items in report["failures"].items() if list_failures else ():
     for failure in items[:10]:
       lines.append(f"  [{kind}] {failure['reason']}")
     if len(items) > 10:
@@ -803,7 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed, allow_missing=args.allow_missing, progress=not args.no_progress)
   except PreprocessError as error:
     if error.report is not None:
-      print(format_report(error.report), file=sys.stderr)
+      # The error message below lists every failure; the table only adds the counts.
+      print(format_report(error.report, list_failures=False), file=sys.stderr)
     print(f"error: {error}", file=sys.stderr)
     return 1
   print(format_report(report))

@@ -28,7 +28,8 @@ SAMPLE_RATE = 11025
 
 
 def make_video(path: pathlib.Path, *, seconds: float = SECONDS, size: str = "320x240",
-               frequency: float | None = 440.0, silent: bool = False) -> pathlib.Path:
+               frequency: float | None = 440.0, silent: bool = False,
+               faststart: bool = False) -> pathlib.Path:
   """Writes an h264 mp4 of a moving test pattern with a stereo AAC sine (or no audio)."""
   path.parent.mkdir(parents=True, exist_ok=True)
   command = [video_io.ffmpeg_exe(), "-y", "-hide_banner", "-nostdin", "-loglevel", "error",
@@ -41,6 +42,8 @@ def make_video(path: pathlib.Path, *, seconds: float = SECONDS, size: str = "320
   command += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
   if silent or frequency is not None:
     command += ["-c:a", "aac", "-ac", "2", "-shortest"]
+  if faststart:
+    command += ["-movflags", "+faststart"]  # index first, so a truncated file still opens
   subprocess.run(command + [str(path)], check=True)
   return path
 
@@ -280,12 +283,15 @@ def bad_inputs(tmp_path_factory) -> dict:
   make_video(videos / "small1.mp4", size="160x120")
   make_video(videos / "nopose1.mp4")
   make_video(videos / "badpose1.mp4")
-  for video_id in ("good1", "corrupt1", "noaud1", "short1", "silent1", "small1"):
+  whole = make_video(base / "whole.mp4", seconds=16.0, faststart=True)
+  (videos / "trunc1.mp4").write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+  for video_id in ("good1", "corrupt1", "noaud1", "short1", "silent1", "small1", "trunc1"):
     make_pose(poses / f"{video_id}.json", 60, 320, 240)
   make_pose(poses / "badpose1.json", 60, 320, 240, keypoint_values=51)  # COCO-17, not Halpe
   solo = {"accordion": ["good1"], "cello": ["corrupt1"], "violin": ["noaud1"],
           "flute": ["short1"], "trumpet": ["silent1"], "guzheng": ["small1"],
-          "tuba": ["nofile1"], "xylophone": ["nopose1"], "erhu": ["badpose1"]}
+          "tuba": ["nofile1"], "xylophone": ["nopose1"], "erhu": ["badpose1"],
+          "pipa": ["trunc1"]}
   ids = [i for group in solo.values() for i in group]
   paths = write_inputs(base, solo, None, {"train": ids[:5], "val": [], "test": ids[5:]})
   return {"videos": videos, "pose_dir": poses, **paths}
@@ -306,10 +312,11 @@ def test_failures_are_named_then_counted(bad_inputs, tmp_path):
   assert "'nofile1'" in message and "[missing_video]" in message
   assert "'nopose1'" in message and "[no_pose]" in message
   assert str(bad_inputs["pose_dir"] / "badpose1.json") in message and "got 51" in message
+  assert f"{videos / 'trunc1.mp4'}: truncated" in message
   # The good video was still finished; nothing half-made was left and no index was written.
   assert (root / ".preprocess" / "done" / "good1.json").is_file()
   assert not (root / "index").exists() and not (root / "labels.json").exists()
-  for failed in ("corrupt1", "noaud1", "short1", "silent1", "small1"):
+  for failed in ("corrupt1", "noaud1", "short1", "silent1", "small1", "trunc1"):
     assert not list(root.glob(f"*/*/{failed}*"))
   assert raised.value.report["counts"]["processed"] == 3  # good1, nopose1, badpose1 decoded
 
@@ -317,9 +324,10 @@ def test_failures_are_named_then_counted(bad_inputs, tmp_path):
                                  allow_missing=True, **arguments)
   counts = report["counts"]
   assert counts["skipped_done"] == 3 and counts["processed"] == 0
-  for kind in ("unreadable", "no_audio", "too_short", "silent_audio", "too_small",
-               "missing_video", "no_pose", "bad_pose"):
+  for kind in ("no_audio", "too_short", "silent_audio", "too_small", "missing_video", "no_pose",
+               "bad_pose"):
     assert counts[kind] == 1, kind
+  assert counts["unreadable"] == 2  # random bytes, and a download cut in half
   assert counts["in_index"] == 1 and report["index_written"]
   rows = [r["id"] for s in preprocess.SPLITS for r in read_csv(root / "index" / f"{s}.csv")[1]]
   assert rows == ["good1"]
@@ -355,6 +363,13 @@ def test_short_side_rescales_frames_and_pose(tmp_path):
                                                                               256 / 300, 1.0],
                              rtol=1e-6)
   assert scaled[0]["image_id"] == original[0]["image_id"] and scaled[0]["idx"] == 1
+  # A rerun skips the video; a changed pose file is picked up again (and rescaled again).
+  (tmp_path / "pose" / "bigA.json").write_text(json.dumps(original[:5]))
+  report = preprocess.preprocess(tmp_path / "videos", root, short_side=256, progress=False,
+                                 pose_dir=tmp_path / "pose", **paths)
+  assert report["counts"]["skipped_done"] == 1 and report["counts"]["processed"] == 0
+  rescaled = json.loads((root / "pose" / "cello" / "bigA.json").read_text())
+  assert len(rescaled) == 5 and rescaled[0]["keypoints"] == scaled[0]["keypoints"]
 
 
 # ----------------------------------------------------------------------------------------------
