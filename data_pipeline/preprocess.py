@@ -49,6 +49,7 @@ import re
 import shutil
 import sys
 import threading
+import wave
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -110,10 +111,12 @@ class Clip:
 
   @property
   def duet(self) -> bool:
+    """True for a duet (two players in one video)."""
     return len(self.labels) > 1
 
   @property
   def category(self) -> str:
+    """Folder name in the layout: the class, or the two classes joined by '+'."""
     return "+".join(self.labels)
 
 
@@ -369,6 +372,8 @@ def _load_done_marker(root: pathlib.Path, clip: Clip, video: pathlib.Path,
 def process_video(clip: Clip, video: pathlib.Path, root: pathlib.Path,
                   options: Options) -> tuple[dict[str, Any], bool]:
   """Frames + wav of one video (or the existing ones); returns (done marker, was_skipped)."""
+  if not video.is_file():
+    raise video_io.VideoError("unreadable", video, "not a readable file (a broken link?)")
   marker = _load_done_marker(root, clip, video, options)
   if marker is not None:
     return marker, True
@@ -381,7 +386,17 @@ def process_video(clip: Clip, video: pathlib.Path, root: pathlib.Path,
   except (OSError, json.JSONDecodeError):
     pass
   old_marker.unlink(missing_ok=True)
+  try:
+    return _decode_video(clip, video, root, options), False
+  except video_io.VideoError:
+    # Whatever an earlier run left for this clip must not outlive a failure now.
+    _remove_outputs(root, clip)
+    raise
 
+
+def _decode_video(clip: Clip, video: pathlib.Path, root: pathlib.Path,
+                  options: Options) -> dict[str, Any]:
+  """Checks and decodes one video into place; returns its done marker."""
   info = video_io.probe(video)
   if info.video_stream is None:
     raise video_io.VideoError("no_video", video, "no video stream")
@@ -403,7 +418,10 @@ def process_video(clip: Clip, video: pathlib.Path, root: pathlib.Path,
     video_io.extract(video, info, temporary / "frames", wav, options.fps, options.sample_rate,
                      size)
     num_frames = _count_jpegs(temporary / "frames")
-    samples, rate = video_io.read_wav_mono16(wav) if wav.is_file() else (np.zeros(0), 0)
+    try:
+      samples, rate = video_io.read_wav_mono16(wav)
+    except (OSError, EOFError, ValueError, wave.Error) as error:
+      raise video_io.VideoError("unreadable", video, f"no usable audio decoded ({error})")
     if num_frames == 0 or samples.size == 0 or rate != options.sample_rate:
       raise video_io.VideoError("unreadable", video, f"decoding gave {num_frames} frames and "
                                 f"{samples.size} audio samples")
@@ -411,6 +429,7 @@ def process_video(clip: Clip, video: pathlib.Path, root: pathlib.Path,
       raise video_io.VideoError("unreadable", video, "frame numbering has gaps")
     audio_seconds = samples.size / options.sample_rate
     video_seconds = num_frames / options.fps
+    # A download cut short still opens when its index comes first (faststart mp4).
     if (info.duration is not None and
         max(audio_seconds, video_seconds) < 0.9 * info.duration - 1.0):
       raise video_io.VideoError(
@@ -444,7 +463,7 @@ def process_video(clip: Clip, video: pathlib.Path, root: pathlib.Path,
         "video_seconds": video_seconds,
     }
     _write_json_atomic(_marker_path(root, clip.id), marker)
-    return marker, False
+    return marker
   finally:
     shutil.rmtree(temporary, ignore_errors=True)
 

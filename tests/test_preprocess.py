@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -347,6 +346,21 @@ def test_cli_exits_nonzero_naming_the_corrupt_file(bad_inputs, tmp_path):
   assert "error:" in result.stderr and "unreadable" in result.stderr
 
 
+def test_without_pose_dir_the_pose_column_is_empty(bad_inputs, tmp_path):
+  (tmp_path / "splits").mkdir()
+  (tmp_path / "splits" / "train.txt").write_text("good1\n")
+  (tmp_path / "splits" / "test.txt").write_text("")
+  report = preprocess.preprocess(bad_inputs["videos"], tmp_path / "root", progress=False,
+                                 solo_json=bad_inputs["solo_json"],
+                                 split_dir=tmp_path / "splits")
+  # No val.txt, but a single train id is too few to carve a val part from.
+  assert report["counts"]["in_index"] == 1 and report["splits"]["train"] == 1
+  assert any("--pose_dir" in warning for warning in report["warnings"])
+  rows = read_csv(tmp_path / "root" / "index" / "train.csv")[1]
+  assert [(r["id"], r["pose"]) for r in rows] == [("good1", "")]
+  assert not (tmp_path / "root" / "pose").exists()
+
+
 def test_short_side_rescales_frames_and_pose(tmp_path):
   make_video(tmp_path / "videos" / "bigA.mp4", size="400x300")
   source_pose = make_pose(tmp_path / "pose" / "bigA.json", 60, 400, 300)
@@ -370,6 +384,13 @@ def test_short_side_rescales_frames_and_pose(tmp_path):
   assert report["counts"]["skipped_done"] == 1 and report["counts"]["processed"] == 0
   rescaled = json.loads((root / "pose" / "cello" / "bigA.json").read_text())
   assert len(rescaled) == 5 and rescaled[0]["keypoints"] == scaled[0]["keypoints"]
+  # The download is replaced by a broken one: the old clip must not survive the failure.
+  (tmp_path / "videos" / "bigA.mp4").write_bytes(b"\0" * 4096)
+  report = preprocess.preprocess(tmp_path / "videos", root, short_side=256, progress=False,
+                                 pose_dir=tmp_path / "pose", allow_missing=True, **paths)
+  assert report["counts"]["unreadable"] == 1 and report["counts"]["in_index"] == 0
+  assert not (root / "frames" / "cello" / "bigA").exists()
+  assert not (root / "audio" / "cello" / "bigA.wav").exists()
 
 
 # ----------------------------------------------------------------------------------------------
