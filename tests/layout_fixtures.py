@@ -95,7 +95,7 @@ def _write_clip(root: pathlib.Path, clip_id: str, labels, duration: float,
 
 def write_layout(root: pathlib.Path | str, *, duration: float = 6.5,
                  frame_size: tuple[int, int] = (40, 56), train_solos_per_class: int = 2,
-                 seed: int = 0) -> pathlib.Path:
+                 splits: tuple[str, ...] = ("train", "val", "test"), seed: int = 0) -> pathlib.Path:
   """Writes the layout under root: train (solos + 2 duets), val/test (4 solos + 1 duet) + mixtures."""
   root = pathlib.Path(root)
   rng = np.random.default_rng(seed)
@@ -109,6 +109,8 @@ def write_layout(root: pathlib.Path | str, *, duration: float = 6.5,
       "test": [[c] for c in CLASSES] + [["cello", "trumpet"]],
   }
   for split, clips in plan.items():
+    if split not in splits:
+      continue
     rows = [_write_clip(root, f"{split}{i:03d}", labels, duration, frame_size, rng)
             for i, labels in enumerate(clips)]
     with (root / "index" / f"{split}.csv").open("w", newline="") as handle:
