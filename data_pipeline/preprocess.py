@@ -728,7 +728,9 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
           warnings.append(f"index/{name}.csv is empty: {split} has too few clips with "
                           f"disjoint labels for {num_sources}-source mixtures")
         _write_csv_atomic(root / "index" / f"{name}.csv", MIXTURE_HEADER,
-                          [[number, ";".join(ids)] for number, ids in enumerate(mixtures)])
+                          # Same mixture_id form as SynthMUSIC writes.
+                          [[f"{split}_n{num_sources}_{number:04d}", ";".join(ids)]
+                           for number, ids in enumerate(mixtures)])
     _write_json_atomic(root / "labels.json", {"dataset": dataset, "classes": sorted(classes),
                                               "sample_rate": sample_rate, "fps": fps})
     index_written = True

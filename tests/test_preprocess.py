@@ -208,7 +208,7 @@ def test_mixture_files(processed):
     assert len(rows) == count
     groups = set()
     for number, row in enumerate(rows):
-      assert row["mixture_id"] == str(number)
+      assert row["mixture_id"] == f"{split}_n{name[-1]}_{number:04d}"
       ids = row["clips"].split(";")
       assert len(ids) == int(name[-1]) and all(i in labels for i in ids)
       union = [label for i in ids for label in labels[i]]
