@@ -14,12 +14,18 @@ Usage:
       --solo_json MUSIC21_solo_videos.json --duet_json MUSIC_duet_videos.json \
       --split_dir splits/ --pose_dir ~/MUSIC/alphapose --dataset music21
 
+Pose usually comes second: run once without --pose_dir (frames and audio only; the index gets
+an empty pose column, which the reader rejects), run AlphaPose (Halpe-136 full-body model, with
+tracking) on each ROOT/frames/<category>/<id>/ folder, then rerun with --pose_dir: decoded videos
+are skipped and only the pose files and the index are written.
+
 Choices worth knowing:
 - Frames keep the source resolution (--short_side 0, the default) so AlphaPose pixel coordinates
   computed on the original video (or on ROOT/frames) stay valid as they are; videos whose short
   side is below 224 px are rejected (`too_small`) unless --short_side N (N >= 224) rescales every
-  video, in which case the pose keypoints and boxes are rescaled from source pixels by the same
-  factors.
+  video. Then the pose keypoints and boxes, taken to be in source-video pixels, are rescaled by
+  the same factors; pass --pose_on_frames when AlphaPose ran on the rescaled ROOT/frames instead
+  (copied as they are).
 - Real duets have no per-player stems: their `sources` column is empty and `duet` is 1. They can
   serve as one component of a mixture (the whole duet is that component's ground truth) but
   cannot be scored per player.
@@ -483,15 +489,18 @@ def _check_pose(records: Any, path: pathlib.Path) -> None:
           f"(AlphaPose Halpe-136 full-body model), got {got}")
 
 
-def copy_pose(clip: Clip, pose: pathlib.Path, root: pathlib.Path,
-              marker: dict[str, Any]) -> list[str]:
-  """Copies (and, if frames were rescaled, rescales) the AlphaPose JSON; returns warnings."""
+def copy_pose(clip: Clip, pose: pathlib.Path, root: pathlib.Path, marker: dict[str, Any],
+              pose_on_frames: bool = False) -> list[str]:
+  """Copies the AlphaPose JSON, rescaled to the stored frames unless pose_on_frames; -> warnings.
+
+  pose_on_frames: the JSON was computed on ROOT/frames themselves, so its pixels already match.
+  """
   destination = root / _relative_paths(clip)["pose"]
   # Parsing a long video's AlphaPose JSON takes a while: skip it when nothing changed.
   stat = pose.stat()
   key = {"source": str(pose), "source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
          "frame_size": marker["frame_size"], "source_size": marker["source_size"],
-         "num_frames": marker["num_frames"]}
+         "num_frames": marker["num_frames"], "pose_on_frames": pose_on_frames}
   pose_marker = root / ".preprocess" / "pose" / f"{clip.id}.json"
   try:
     previous = json.loads(pose_marker.read_text())
@@ -518,7 +527,7 @@ def copy_pose(clip: Clip, pose: pathlib.Path, root: pathlib.Path,
   temporary = destination.with_name(f".{destination.name}.{threading.get_ident()}.tmp")
   (scale_x, scale_y) = (marker["frame_size"][0] / marker["source_size"][0],
                         marker["frame_size"][1] / marker["source_size"][1])
-  if scale_x == 1.0 and scale_y == 1.0:
+  if pose_on_frames or (scale_x == 1.0 and scale_y == 1.0):
     shutil.copyfile(pose, temporary)  # as-is, byte for byte
   else:
     # Frames were rescaled (--short_side): keypoints and boxes are in source-video pixels.
@@ -595,7 +604,8 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
                pose_dir: str | os.PathLike | None = None,
                dataset: str = "music21", fps: int = 8, sample_rate: int = 11025,
                short_side: int = 0, min_seconds: float = 6.0, val_fraction: float = 0.1,
-               num_mixtures: int = 500, workers: int | None = None, seed: int = 0,
+               pose_on_frames: bool = False, num_mixtures: int = 500,
+               workers: int | None = None, seed: int = 0,
                allow_missing: bool = False, progress: bool = True) -> dict[str, Any]:
   """Builds ROOT=`out` from downloaded videos; returns the report (also in preprocess_report.json).
 
@@ -673,7 +683,7 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
           "no_pose", pathlib.Path(pose_dir) / f"{clip.id}.json",
           f"no AlphaPose JSON for {clip.id!r} ({video}) under {pose_dir}")
     try:
-      return split, clip, marker, skipped, copy_pose(clip, pose, root, marker)
+      return split, clip, marker, skipped, copy_pose(clip, pose, root, marker, pose_on_frames)
     except video_io.VideoError as error:
       return split, clip, marker, skipped, error
 
@@ -739,7 +749,7 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
   report = {
       "dataset": dataset,
       "out": str(root),
-      "options": dataclasses.asdict(options),
+      "options": {**dataclasses.asdict(options), "pose_on_frames": pose_on_frames},
       "counts": {
           "listed": len(listed),
           "processed": counts["processed"],
@@ -813,6 +823,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--short_side", type=int, default=0,
                       help="rescale frames so the short side is this many pixels (>= 224); "
                            "0 keeps the source resolution")
+  parser.add_argument("--pose_on_frames", action="store_true",
+                      help="with --short_side: AlphaPose ran on the rescaled ROOT/frames, so copy "
+                           "its pixel coordinates unchanged (default: rescale from source pixels)")
   parser.add_argument("--min_seconds", type=float, default=6.0,
                       help="shorter videos are skipped as too_short (training crops 65535 "
                            "samples = 5.94 s)")
@@ -837,6 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.videos, args.out, split_dir=args.split_dir, solo_json=args.solo_json,
         duet_json=args.duet_json, pose_dir=args.pose_dir, dataset=args.dataset, fps=args.fps,
         sample_rate=args.sample_rate, short_side=args.short_side, min_seconds=args.min_seconds,
+        pose_on_frames=args.pose_on_frames,
         val_fraction=args.val_fraction, num_mixtures=args.num_mixtures, workers=args.workers,
         seed=args.seed, allow_missing=args.allow_missing, progress=not args.no_progress)
   except PreprocessError as error:

@@ -384,6 +384,11 @@ def test_short_side_rescales_frames_and_pose(tmp_path):
   assert report["counts"]["skipped_done"] == 1 and report["counts"]["processed"] == 0
   rescaled = json.loads((root / "pose" / "cello" / "bigA.json").read_text())
   assert len(rescaled) == 5 and rescaled[0]["keypoints"] == scaled[0]["keypoints"]
+  # AlphaPose run on the stored (already rescaled) frames is copied unchanged.
+  preprocess.preprocess(tmp_path / "videos", root, short_side=256, progress=False,
+                        pose_dir=tmp_path / "pose", pose_on_frames=True, **paths)
+  assert (root / "pose" / "cello" / "bigA.json").read_bytes() == (
+      tmp_path / "pose" / "bigA.json").read_bytes()
   # The download is replaced by a broken one: the old clip must not survive the failure.
   (tmp_path / "videos" / "bigA.mp4").write_bytes(b"\0" * 4096)
   report = preprocess.preprocess(tmp_path / "videos", root, short_side=256, progress=False,
