@@ -315,7 +315,8 @@ def _make_loader(config, info: dataset_index.DatasetInfo,
                                  tf.equal(tf.strings.substr(data, -2, 2), b"\xff\xd9"))
     check = tf.debugging.Assert(looks_whole, ["corrupt or truncated JPEG:", path])
     with tf.control_dependencies([check]):
-      return tf.io.decode_jpeg(data, channels=3)
+      # INTEGER_ACCURATE matches libjpeg / PIL; TF's default fast IDCT is off by several levels.
+      return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
 
   def load_frames(row, center, box, flip) -> tf.Tensor:
     """[T, S, S, 3] normalised frames centred on frame `center`."""

@@ -83,7 +83,7 @@ def _write_clip(root: pathlib.Path, clip_id: str, labels, duration: float,
     image = np.empty((height, width, 3), np.uint8)
     image[:] = np.clip(colour + (f % 7) * 3, 0, 255).astype(np.uint8)
     image[:, : width // 4] = (f * 4) % 256  # left stripe tells frames (and flips) apart
-    Image.fromarray(image).save(frames / f"{f + 1:06d}.jpg", quality=95)
+    Image.fromarray(image).save(frames / f"{f + 1:06d}.jpg", quality=95, subsampling=0)
   pose = root / "pose" / category / f"{clip_id}.json"
   pose.parent.mkdir(parents=True, exist_ok=True)
   _write_pose(pose, num_frames, width, height, rng)
