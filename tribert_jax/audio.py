@@ -55,7 +55,8 @@ def stft(waveform: jax.Array, n_fft: int = 1022, hop: int = 256,
   pad = n_fft // 2
   widths = [(0, 0)] * (waveform.ndim - 1) + [(pad, pad)]
   padded = jnp.pad(waveform, widths, mode=pad_mode)  # [..., L + n_fft]
-  # Gather overlapping frames: [num_frames, n_fft] sample indices into the padded signal.
+  # Gather overlapping frames: [num_frames, n_fft] sample indices into the padded signal (a
+  # gather measured ~2x faster on XLA:CPU than slicing hop-sized blocks and concatenating).
   index = (np.arange(num_frames)[:, None] * hop + np.arange(n_fft)[None, :]).astype(np.int32)
   frames = padded[..., index] * hann_window(n_fft)  # [..., time, n_fft]
   spectrum = jnp.fft.rfft(frames, n=n_fft, axis=-1)  # [..., time, freq]
@@ -131,16 +132,29 @@ def unwarp_matrix(num_linear: int = 512, num_warped: int = 256) -> np.ndarray:
   return _interpolation_matrix(unwarp_positions(num_linear, num_warped), num_warped).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _taps(positions: tuple[float, ...], num_in: int) -> tuple[np.ndarray, np.ndarray]:
+  """(low index, fraction) of linear interpolation at fractional positions."""
+  positions = np.clip(np.asarray(positions), 0.0, num_in - 1)
+  low = np.minimum(np.floor(positions).astype(np.int32), num_in - 2)
+  return low, (positions - low).astype(np.float32)
+
+
+def _interpolate(x: jax.Array, positions: np.ndarray) -> jax.Array:
+  """Linear interpolation of x [..., F, T] along F at fractional positions -> [..., len, T]."""
+  low, frac = _taps(tuple(positions.tolist()), x.shape[-2])
+  # Two gathers instead of a [len, F] matmul: the interpolation matrix has 2 non-zeros per row.
+  return x[..., low, :] * (1.0 - frac)[:, None] + x[..., low + 1, :] * frac[:, None]
+
+
 def warp(spectrogram: jax.Array, num_warped: int = 256) -> jax.Array:
   """Log-frequency warp [..., 512, T] -> [..., 256, T] (bilinear along frequency)."""
-  matrix = warp_matrix(spectrogram.shape[-2], num_warped)
-  return jnp.einsum("wf,...ft->...wt", matrix, spectrogram, precision=jax.lax.Precision.HIGHEST)
+  return _interpolate(spectrogram, warp_positions(spectrogram.shape[-2], num_warped))
 
 
 def unwarp(warped: jax.Array, num_linear: int = 512) -> jax.Array:
   """Inverse log-frequency warp [..., 256, T] -> [..., 512, T] (bilinear along frequency)."""
-  matrix = unwarp_matrix(num_linear, warped.shape[-2])
-  return jnp.einsum("fw,...wt->...ft", matrix, warped, precision=jax.lax.Precision.HIGHEST)
+  return _interpolate(warped, unwarp_positions(num_linear, warped.shape[-2]))
 
 
 def spectral_features(waveform: jax.Array, mixture: jax.Array,
