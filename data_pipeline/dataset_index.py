@@ -312,7 +312,9 @@ def load_pose(path: os.PathLike | str, num_frames: int, frame_width: int, frame_
     counts: dict[object, int] = {}
     for _, track in detections:
       counts[track] = counts.get(track, 0) + 1
-    order = sorted(counts, key=lambda t: (-counts[t], str(t)))
+    # Most detections first; ties by track id (numeric ids numerically), so the order is stable.
+    order = sorted(counts, key=lambda t: (-counts[t], not isinstance(t, (int, float)),
+                                          t if isinstance(t, (int, float)) else 0, str(t)))
     slots = {track: slot for slot, track in enumerate(order[:max_persons])}
     for (frame, track), (_, points) in detections.items():
       if track in slots:
