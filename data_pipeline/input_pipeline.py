@@ -415,9 +415,15 @@ def _finish(dataset: tf.data.Dataset, load_example, config, host_batch: int,
   return dataset.prefetch(_parallel_calls(config.prefetch))
 
 
-def build_train_pipeline(config, *, seed: int, process_index: int | None = None,
+def build_train_pipeline(config, *, seed: int, start_batch: int = 0,
+                         process_index: int | None = None,
                          process_count: int | None = None) -> Pipeline:
-  """Infinite shuffled training pipeline of this host (config = config.data)."""
+  """Infinite shuffled training pipeline of this host (config = config.data).
+
+  start_batch: resume point; the stream (and `plan()`) starts with host batch number
+  start_batch of an uninterrupted run with the same seed, at no cost (plans are indexed by
+  (seed, process, epoch, position), nothing is replayed).
+  """
   process_index, process_count = _resolve_processes(process_index, process_count)
   host_batch = _host_batch_size(config.batch_size, process_count, "batch_size")
   stats = PipelineStats()
@@ -449,10 +455,11 @@ def build_train_pipeline(config, *, seed: int, process_index: int | None = None,
 
   def plan() -> Iterator[dict[str, np.ndarray]]:
     """Infinite per-example plans: epoch-shuffled anchors with label-disjoint partners."""
-    epoch = 0
+    epoch, first_position = divmod(start_batch * host_batch, len(host_rows))
     while True:
       order = np.random.default_rng([seed, process_index, epoch]).permutation(len(host_rows))
-      for position, anchor in enumerate(order):
+      for position in range(first_position, len(order)):
+        anchor = order[position]
         rng = np.random.default_rng([seed, process_index, epoch, position])
         chosen = [int(anchor)]
         used = label_matrix[anchor].copy()
@@ -468,7 +475,7 @@ def build_train_pipeline(config, *, seed: int, process_index: int | None = None,
         rows = [host_rows[i] for i in chosen]
         starts, boxes, flips, gains = zip(*(clip_choices(rng, r) for r in rows))
         yield _plan_entry(store, rows, starts, boxes, flips, gains, -1, 1.0)
-      epoch += 1
+      epoch, first_position = epoch + 1, 0
 
   load_example = _make_loader(config, info, records, store)
   dataset = tf.data.Dataset.from_generator(plan, output_signature=_plan_signature(num_mix))

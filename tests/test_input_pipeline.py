@@ -120,6 +120,20 @@ def test_same_seed_same_batches_for_any_parallelism(layout):
   assert not all(np.array_equal(a["waveform"], b["waveform"]) for a, b in zip(reference, different))
 
 
+def test_start_batch_resumes_the_same_stream(layout):
+  config = layout_fixtures.data_config(layout)
+  full = input_pipeline.build_train_pipeline(config, seed=5, process_index=0, process_count=1)
+  resumed = input_pipeline.build_train_pipeline(config, seed=5, start_batch=9, process_index=0,
+                                                process_count=1)
+  # 9 batches of 2 = 18 examples: two epochs of 8 solo anchors, then 2 into the third.
+  expected = list(itertools.islice(full.plan(), 18, 24))
+  for got, want in zip(itertools.islice(resumed.plan(), 6), expected):
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  batch = next(iter(resumed))
+  np.testing.assert_array_equal(batch["clip_index"], [p["clip_index"] for p in expected[:2]])
+
+
 def test_training_hosts_read_disjoint_complete_shards(layout):
   config = layout_fixtures.data_config(layout, batch_size=4, multi_source=True)
   eligible = {r.row for r in dataset_index.read_index(layout, "train")}
