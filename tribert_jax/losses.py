@@ -1,0 +1,82 @@
+"""TriBERT training losses as plain functions: weighted mask BCE + weak-label classification BCEs.
+
+Every term is a mean over the videos of a mixture and over the real examples of the batch
+(`valid` = 0 rows, eval padding, contribute nothing). Terms whose prediction is absent from
+`outputs` (an erased modality) are absent from the result.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+PROBABILITY_EPS = 1e-6  # WSDDN scores are clipped to [eps, 1 - eps] before the log
+
+
+def _valid_mean(per_example: jax.Array, valid: jax.Array) -> jax.Array:
+  """Mean of per_example [B] over the examples with valid == 1 (0 if there are none)."""
+  valid = valid.astype(jnp.float32)
+  return jnp.sum(per_example * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Element-wise binary cross-entropy of logits (numerically stable form)."""
+  logits = logits.astype(jnp.float32)
+  return jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+def bce_with_probabilities(probabilities: jax.Array, targets: jax.Array) -> jax.Array:
+  """Element-wise binary cross-entropy of probabilities in [0, 1] (clipped away from 0 and 1)."""
+  p = jnp.clip(probabilities.astype(jnp.float32), PROBABILITY_EPS, 1.0 - PROBABILITY_EPS)
+  return -(targets * jnp.log(p) + (1.0 - targets) * jnp.log1p(-p))
+
+
+def separation_loss(mask_logits: jax.Array, gt_masks: jax.Array, weight: jax.Array,
+                    valid: jax.Array) -> jax.Array:
+  """Per-pixel weighted BCE (Sound-of-Pixels): logits/gt [B,N,F,T], weight [B,F,T] -> scalar."""
+  per_pixel = bce_with_logits(mask_logits, gt_masks) * weight[:, None].astype(jnp.float32)
+  return _valid_mean(jnp.mean(per_pixel, axis=(1, 2, 3)), valid)
+
+
+def classification_loss(predictions: jax.Array, labels: jax.Array, valid: jax.Array,
+                        from_logits: bool) -> jax.Array:
+  """Multi-label BCE: predictions [B, N, ..., C] vs labels [B, N, C] -> scalar (mean over C, N, ...)."""
+  labels = labels.astype(jnp.float32).reshape(
+      labels.shape[:2] + (1,) * (predictions.ndim - 3) + labels.shape[2:])
+  labels = jnp.broadcast_to(labels, predictions.shape)
+  bce = bce_with_logits if from_logits else bce_with_probabilities
+  per_example = jnp.mean(bce(predictions, labels), axis=tuple(range(1, predictions.ndim)))
+  return _valid_mean(per_example, valid)
+
+
+# Output key -> (loss term name, whether the output holds logits).
+CLASSIFICATION_TERMS = {
+    "visual_scores": ("visual", False),  # WSDDN scores in [0, 1]
+    "pose_scores": ("pose", False),  # WSDDN scores in [0, 1]
+    "audio_logits": ("audio", True),
+    # Decoupled spatial attention class scores [B, N, T, C] against the video's labels (every
+    # frame): the weak label loss of the visual segmentation network.
+    "visual_class_scores": ("visual_class_scores", True),
+}
+
+
+def tribert_loss(outputs: Mapping[str, jax.Array], targets: Mapping[str, jax.Array],
+                 weights: Mapping[str, float] | None = None
+                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Total loss and its named terms.
+
+  outputs: TriBERT outputs (mask_logits and whichever classification outputs are present).
+  targets: gt_masks [B,N,F,T], weight [B,F,T], labels [B,N,C], valid [B].
+  weights: term name -> weight (config.model.loss_weights); missing names weigh 1.
+  """
+  weights = dict(weights or {})
+  valid = targets["valid"]
+  terms = {"separation": separation_loss(outputs["mask_logits"], targets["gt_masks"],
+                                         targets["weight"], valid)}
+  for key, (name, from_logits) in CLASSIFICATION_TERMS.items():
+    if key in outputs:
+      terms[name] = classification_loss(outputs[key], targets["labels"], valid, from_logits)
+  total = sum(weights.get(name, 1.0) * value for name, value in terms.items())
+  return total, terms

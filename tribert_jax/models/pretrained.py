@@ -1,0 +1,142 @@
+"""Loading pretrained weights into TriBERT variables.
+
+- ImageNet ResNet-50 from a torchvision-style state dict saved as .npz (no torch needed here):
+  conv1.weight, bn1.{weight,bias,running_mean,running_var}, layer1.0.conv1.weight, ...,
+  layer1.0.downsample.{0,1}.*; conv kernels OIHW -> HWIO; fc.* and num_batches_tracked ignored.
+  Make the .npz once with: `np.savez(path, **{k: v.numpy() for k, v in
+  torchvision.models.resnet50(weights="IMAGENET1K_V1").state_dict().items()})`.
+- The ST-GCN of a PoseClassifier (pose pre-training) into TriBERT's pose encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pathlib
+import re
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from flax.core import meta
+
+# torchvision BatchNorm field -> (collection, flax name)
+_BN_FIELDS = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+
+
+def _torch_to_flax_path(key: str) -> tuple[str, tuple[str, ...]] | None:
+  """torchvision ResNet key -> (collection, module path inside the ResNet), None if unused."""
+  parts = key.split(".")
+  if parts[0] == "fc" or parts[-1] == "num_batches_tracked":
+    return None
+  m = re.fullmatch(r"layer(\d+)", parts[0])
+  if m:  # layer{s}.{b}.<conv|bn>{i}.field or layer{s}.{b}.downsample.{0|1}.field
+    block = f"layer{m.group(1)}_{parts[1]}"
+    if parts[2] == "downsample":
+      module = "downsample_conv" if parts[3] == "0" else "downsample_bn"
+      field = parts[4]
+    else:
+      module, field = parts[2], parts[3]
+    path: tuple[str, ...] = (block, module)
+  else:  # conv1.weight, bn1.*
+    module, field = parts[0], parts[1]
+    path = (module,)
+  if module.startswith("conv") or module == "downsample_conv":
+    if field != "weight":
+      raise ValueError(f"unexpected ResNet key {key!r}")
+    return "params", path + ("kernel",)
+  collection, name = _BN_FIELDS[field]
+  return collection, path + (name,)
+
+
+def _get(tree: Any, path: Sequence[str], where: str) -> Any:
+  for p in path:
+    if not isinstance(tree, dict) or p not in tree:
+      raise KeyError(f"{where}: no variable {'/'.join(path)} (missing {p!r})")
+    tree = tree[p]
+  return tree
+
+
+def _set(tree: dict, path: Sequence[str], value: Any) -> None:
+  for p in path[:-1]:
+    tree = tree[p]
+  old = tree[path[-1]]
+  # Keep logical-partitioning boxes (nn.Partitioned) around the new value.
+  tree[path[-1]] = old.replace_boxed(value) if isinstance(old, meta.AxisMetadata) else value
+
+
+def load_resnet_npz(variables: dict, path: str | pathlib.Path,
+                    resnet_path: Sequence[str] = ("visual_encoder", "resnet")) -> dict:
+  """Returns a copy of `variables` with the ResNet at `resnet_path` loaded from a torchvision .npz.
+
+  Every ResNet variable must be covered by the file with the same shape (else ValueError naming
+  the file and key); unused keys (fc.*) are logged.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"pretrained ResNet file not found: {path}")
+  state = np.load(path)
+  out = {c: copy.deepcopy(dict(v)) if isinstance(v, dict) else v for c, v in variables.items()}
+  loaded, skipped = set(), []
+  for key in state.files:
+    target = _torch_to_flax_path(key)
+    if target is None:
+      skipped.append(key)
+      continue
+    collection, inner = target
+    full = tuple(resnet_path) + inner
+    old = _get(out.get(collection, {}), full, f"{path} key {key!r} -> {collection}")
+    old_value = old.unbox() if isinstance(old, meta.AxisMetadata) else old
+    value = np.asarray(state[key])
+    if inner[-1] == "kernel":
+      value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    if value.shape != tuple(old_value.shape):
+      raise ValueError(f"{path} key {key!r}: shape {value.shape} does not match "
+                       f"{collection}/{'/'.join(full)} {tuple(old_value.shape)} "
+                       "(config.model.visual resnet sizes must match the checkpoint)")
+    _set(out[collection], full, jnp.asarray(value, old_value.dtype))
+    loaded.add((collection,) + full)
+  # Every ResNet variable must have come from the file.
+  for collection in ("params", "batch_stats"):
+    subtree = _get(out.get(collection, {}), resnet_path, f"variables[{collection!r}]")
+    for leaf_path in _leaf_paths(subtree):
+      if (collection,) + tuple(resnet_path) + leaf_path not in loaded:
+        raise ValueError(f"{path}: no entry for {collection}/{'/'.join(resnet_path + tuple(leaf_path))}")
+  logging.info("loaded %d ResNet tensors from %s (ignored %d: %s)", len(loaded), path,
+               len(skipped), ", ".join(sorted(skipped)[:4]))
+  return out
+
+
+def _leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+  if isinstance(tree, dict):
+    return [p for k, v in tree.items() for p in _leaf_paths(v, prefix + (k,))]
+  return [prefix]
+
+
+def load_pose_classifier(tribert_variables: dict, classifier_variables: dict) -> dict:
+  """Copies PoseClassifier's ST-GCN (params/batch_stats ["stgcn"]) into TriBERT's
+  ["pose_encoder"]["stgcn"]; returns new TriBERT variables (shapes must agree)."""
+  out = {c: copy.deepcopy(dict(v)) if isinstance(v, dict) else v
+         for c, v in tribert_variables.items()}
+  for collection in ("params", "batch_stats"):
+    source = nn.meta.unbox(_get(classifier_variables[collection], ("stgcn",),
+                                f"PoseClassifier {collection}"))
+    target = _get(out[collection], ("pose_encoder", "stgcn"), f"TriBERT {collection}")
+    for leaf in _leaf_paths(target):
+      value = _get(source, leaf, f"PoseClassifier {collection}/stgcn")
+      old = _get(target, leaf, "TriBERT")
+      old_shape = (old.unbox() if isinstance(old, meta.AxisMetadata) else old).shape
+      if tuple(value.shape) != tuple(old_shape):
+        raise ValueError(f"pose ST-GCN {collection}/{'/'.join(leaf)}: shape {value.shape} != "
+                         f"{old_shape}: PoseClassifier and TriBERT configs differ")
+      _set(target, leaf, value)
+  return out
+
+
+def load_pretrained(variables: dict, config: Any) -> dict:
+  """Applies the pretrained weights named in config.model (visual.pretrained_path) if any."""
+  if config.visual.enabled and config.visual.pretrained_path:
+    variables = load_resnet_npz(variables, config.visual.pretrained_path)
+  return variables

@@ -1,0 +1,152 @@
+"""Attention U-Net [37] separation network with early fusion of TriBERT's fused feature.
+
+The encoder sees only the mixture, so it runs once per mixture; the bottleneck fusion and the
+decoder run once per video, conditioned on that video's fused feature, and give one mask-logit
+map per video. (Running the whole U-Net per video, as a per-video batch would, repeats the
+encoder N times for identical outputs.)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from tribert_jax.models import layers
+
+Dtype = Any
+
+
+class ConvBlock(nn.Module):
+  """num_convs x (3x3 conv, BatchNorm, ReLU)."""
+  features: int
+  num_convs: int = 2
+  train: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    for i in range(self.num_convs):
+      x = layers.conv(self.features, (3, 3), use_bias=False, name=f"conv{i}", **kw)(x)
+      x = nn.relu(layers.batch_norm(self.train, name=f"bn{i}", **kw)(x))
+    return x
+
+
+class AttentionGate(nn.Module):
+  """Additive attention gate [37]: skip x scaled by sigmoid(psi(ReLU(W_x x + W_g g)))."""
+  inter_features: int
+  train: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, skip: jax.Array, gating: jax.Array) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    theta = layers.conv(self.inter_features, (1, 1), use_bias=False, name="skip_conv", **kw)(skip)
+    phi = layers.conv(self.inter_features, (1, 1), name="gating_conv", **kw)(gating)
+    psi = layers.conv(1, (1, 1), use_bias=False, name="psi_conv", **kw)(nn.relu(theta + phi))
+    psi = nn.sigmoid(layers.batch_norm(self.train, name="psi_bn", **kw)(psi))
+    return skip * psi
+
+
+class DecoderLevel(nn.Module):
+  """De-convolution (2x up), attention-gated skip, concatenation, conv block."""
+  features: int
+  num_convs: int = 2
+  attention_gate: bool = True
+  train: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, skip: jax.Array) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = layers.conv_transpose(self.features, (2, 2), strides=(2, 2), name="deconv", **kw)(x)
+    x = nn.relu(layers.batch_norm(self.train, name="deconv_bn", **kw)(x))
+    if self.attention_gate:
+      skip = AttentionGate(max(self.features // 2, 1), self.train, name="attention_gate",
+                           **kw)(skip, x)
+    x = jnp.concatenate([x, skip], axis=-1)
+    return ConvBlock(self.features, self.num_convs, self.train, name="conv_block", **kw)(x)
+
+
+class BottleneckFusion(nn.Module):
+  """Early fusion of the fused feature f [b, F] into the bottleneck [b, h, w, C].
+
+  "self_attention" (paper, after Music-Gesture [15]): one multi-head self-attention layer over
+  the h*w bottleneck positions plus f (projected to C) as an extra token, residual + LayerNorm.
+  "release": softmax over positions of <bottleneck, f'> times f', plus bottleneck, then a
+  residual 2-layer MLP.
+  """
+  kind: str = "self_attention"
+  num_heads: int = 8
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, bottleneck: jax.Array, fused: jax.Array) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    b, h, w, c = bottleneck.shape
+    positions = bottleneck.reshape(b, h * w, c)  # [b, hw, C]
+    feature = layers.dense(c, name="feature_projection", **kw)(fused)[:, None, :]  # [b, 1, C]
+    if self.kind == "self_attention":
+      tokens = jnp.concatenate([positions, feature.astype(positions.dtype)], axis=1)
+      heads = lambda y: y.reshape(b, h * w + 1, self.num_heads, c // self.num_heads)
+      q = heads(layers.dense(c, name="query", **kw)(tokens))
+      k = heads(layers.dense(c, name="key", **kw)(tokens))
+      v = heads(layers.dense(c, name="value", **kw)(tokens))
+      context = layers.dot_product_attention(q, k, v, jnp.ones((b, h * w + 1)))
+      y = layers.dense(c, name="output", **kw)(context.reshape(b, h * w + 1, c))
+      out = layers.layer_norm(name="norm", **kw)(tokens + y)[:, : h * w]
+    elif self.kind == "release":
+      weights = jax.nn.softmax(jnp.einsum("bpc,bqc->bp", positions, feature).astype(jnp.float32)
+                               / jnp.sqrt(c), axis=1)  # [b, hw] over positions
+      out = weights[..., None].astype(positions.dtype) * feature + positions
+      mlp = layers.dense(c, name="mlp_out", **kw)(
+          nn.relu(layers.dense(c, name="mlp_in", **kw)(out)))
+      out = out + mlp
+    else:
+      raise ValueError(f"config.model.unet.fusion: unknown {self.kind!r}")
+    return out.reshape(b, h, w, c)
+
+
+class AttentionUNet(nn.Module):
+  """log mixture [B, F, T] + fused features [B, N, D] -> mask logits [B, N, F, T]."""
+  config: ml_collections.ConfigDict  # config.model
+
+  @nn.compact
+  def __call__(self, log_mixture: jax.Array, fused: jax.Array, train: bool) -> jax.Array:
+    cfg = self.config.unet
+    kw = dict(dtype=layers.to_dtype(self.config.dtype),
+              param_dtype=layers.to_dtype(self.config.param_dtype))
+    b, f, t = log_mixture.shape
+    n = fused.shape[1]
+    if f % 2**cfg.depth or t % 2**cfg.depth:
+      raise ValueError(f"spectrogram {f}x{t} not divisible by 2**config.model.unet.depth")
+    channels = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
+    block_cls = nn.remat(ConvBlock) if cfg.remat else ConvBlock
+    level_cls = nn.remat(DecoderLevel) if cfg.remat else DecoderLevel
+    # ---- encoder: once per mixture ----
+    x = log_mixture[..., None].astype(kw["dtype"])  # [B, F, T, 1]
+    if cfg.input_batch_norm:
+      x = layers.batch_norm(train, name="input_bn", **kw)(x)
+    skips = []
+    for i, features in enumerate(channels):
+      x = block_cls(features, cfg.convs_per_level, train, name=f"down{i}", **kw)(x)
+      skips.append(x)
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = block_cls(cfg.bottleneck_channels, cfg.convs_per_level, train, name="bottleneck", **kw)(x)
+    # ---- per video: fusion and decoder on [B*N, ...] ----
+    per_video = lambda y: jnp.repeat(y, n, axis=0)  # [B, ...] -> [B*N, ...] (b-major like fused)
+    x = BottleneckFusion(cfg.fusion, cfg.fusion_heads, name="fusion", **kw)(
+        per_video(x), fused.reshape(b * n, -1))
+    for i in reversed(range(cfg.depth)):
+      x = level_cls(channels[i], cfg.convs_per_level, cfg.attention_gates, train, name=f"up{i}",
+                    **kw)(x, per_video(skips[i]))
+    logits = layers.conv(1, (1, 1), name="mask_conv", **kw)(x)  # [B*N, F, T, 1]
+    return logits.reshape(b, n, f, t).astype(jnp.float32)

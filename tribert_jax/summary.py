@@ -1,0 +1,148 @@
+"""Prints TriBERT's parameter count and forward FLOPs per example (one mixture of N videos), per module.
+
+  python -m tribert_jax.summary --config=configs/pretrain.py:cpu
+  python -m tribert_jax.summary --model_size=paper --variant=release
+
+Parameters come from jax.eval_shape (no memory for weights); FLOPs from XLA's cost analysis of
+the lowered (not compiled) eval-mode forward, for the whole model and for each top-level module
+lowered on its own with the inputs it receives inside the model.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from configs.parts.model import get_model_config
+from tribert_jax.models.tribert import TriBERT, example_inputs
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file whose .model is a model config (or a model config itself).",
+    lock_config=False)
+_MODEL_SIZE = flags.DEFINE_enum("model_size", "paper", ["paper", "cpu", "tiny"],
+                                "Model size when --config is not given.")
+_VARIANT = flags.DEFINE_enum("variant", "paper", ["paper", "release"],
+                             "Model variant when --config is not given.")
+_FLOPS = flags.DEFINE_bool("flops", True, "Also count FLOPs (lowers the model; slower).")
+
+
+def resolve_config(config: ml_collections.ConfigDict | None, size: str = "paper",
+                   variant: str = "paper") -> ml_collections.ConfigDict:
+  """The model config (with .input sizes taken from config.data if the file has one)."""
+  if config is None:
+    return get_model_config(size, variant)
+  if "model" not in config:
+    if "transformer" in config and "unet" in config:
+      return config
+    raise ValueError("--config: the config has no .model (and is not a model config)")
+  model = ml_collections.ConfigDict(config.model.to_dict())
+  if "data" in config:  # the data config decides the input sizes
+    for key in ("num_mix", "num_frames", "image_size", "pose_window"):
+      if key in config.data:
+        model.input[key] = config.data[key]
+  return model
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
+                      if hasattr(x, "shape") and hasattr(x, "dtype") else x, tree)
+
+
+def abstract_variables(config: ml_collections.ConfigDict, batch_size: int = 1) -> tuple[Any, Any]:
+  """(abstract variables without boxes, abstract example inputs) via jax.eval_shape."""
+  model = TriBERT(config)
+  inputs = _abstract(jax.eval_shape(lambda: example_inputs(config, batch_size)))
+  rngs = {k: jax.random.PRNGKey(0) for k in ("params", "dropout", "masking")}
+  variables = jax.eval_shape(lambda x: nn.meta.unbox(model.init(rngs, x, train=False)), inputs)
+  return variables, inputs
+
+
+def count(tree: Any) -> int:
+  """Number of scalars in a tree of arrays / ShapeDtypeStructs."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def parameter_table(variables: Any) -> dict[str, int]:
+  """Parameter count per top-level module."""
+  return {name: count(sub) for name, sub in variables["params"].items()}
+
+
+def _flops(lowered: Any) -> float:
+  analysis = lowered.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  return float(analysis.get("flops", float("nan"))) if analysis else float("nan")
+
+
+def flops_table(config: ml_collections.ConfigDict, variables: Any, inputs: Any
+                ) -> tuple[float, dict[str, float]]:
+  """(total forward FLOPs, FLOPs per top-level module) in eval mode for the given inputs."""
+  model = TriBERT(config)
+  total = _flops(jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, inputs))
+  calls = []
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name == "__call__" and len(module.scope.path) == 1:
+      calls.append((module.name, module.clone(parent=None, name=None), _abstract(args),
+                    _abstract(kwargs)))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, inputs)
+  per_module: dict[str, float] = collections.defaultdict(float)
+  for name, module, args, kwargs in calls:
+    sub = {c: variables[c][name] for c in variables if name in variables[c]}
+    # Array arguments are traced; Python values (train=False, widths) stay static.
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    dynamic = [i for i, x in enumerate(leaves) if isinstance(x, jax.ShapeDtypeStruct)]
+
+    def fn(v, arrays, module=module, leaves=leaves, treedef=treedef, dynamic=dynamic):
+      filled = list(leaves)
+      for i, a in zip(dynamic, arrays):
+        filled[i] = a
+      a, kw = jax.tree.unflatten(treedef, filled)
+      return module.apply(v, *a, **kw)
+
+    per_module[name] += _flops(jax.jit(fn).lower(sub, [leaves[i] for i in dynamic]))
+  return total, dict(per_module)
+
+
+def summarize(config: ml_collections.ConfigDict, flops: bool = True) -> str:
+  """The printed report for one model config."""
+  variables, inputs = abstract_variables(config)
+  params = parameter_table(variables)
+  lines = [f"TriBERT size={config.get('size', '?')} variant={config.get('variant', '?')} "
+           f"input: N={config.input.num_mix} T={config.input.num_frames} "
+           f"S={config.input.image_size} W={config.input.pose_window}"]
+  module_flops: dict[str, float] = {}
+  total_flops = None
+  if flops:
+    total_flops, module_flops = flops_table(config, variables, inputs)
+  lines.append(f"{'module':<24}{'params':>14}{'GFLOP/example':>16}")
+  for name in sorted(params, key=lambda n: -params[n]):
+    f = module_flops.get(name)
+    lines.append(f"{name:<24}{params[name]:>14,}{(f'{f / 1e9:.3f}' if f is not None else ''):>16}")
+  lines.append(f"{'total':<24}{sum(params.values()):>14,}"
+               f"{(f'{total_flops / 1e9:.3f}' if total_flops is not None else ''):>16}")
+  lines.append(f"batch_stats: {count(variables.get('batch_stats', {})):,} scalars")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  config = resolve_config(_CONFIG.value, _MODEL_SIZE.value, _VARIANT.value)
+  print(summarize(config, _FLOPS.value))
+
+
+if __name__ == "__main__":
+  app.run(main)
