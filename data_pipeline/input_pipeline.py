@@ -63,6 +63,7 @@ import pathlib
 from typing import Any, Callable, Iterator
 
 from absl import logging
+import ml_collections
 import numpy as np
 import soundfile
 import tensorflow as tf
@@ -415,7 +416,7 @@ def _finish(dataset: tf.data.Dataset, load_example, config, host_batch: int,
   return dataset.prefetch(_parallel_calls(config.prefetch))
 
 
-def build_train_pipeline(config, *, seed: int, start_batch: int = 0,
+def build_train_pipeline(config: ml_collections.ConfigDict, *, seed: int, start_batch: int = 0,
                          process_index: int | None = None,
                          process_count: int | None = None) -> Pipeline:
   """Infinite shuffled training pipeline of this host (config = config.data).
@@ -484,7 +485,8 @@ def build_train_pipeline(config, *, seed: int, start_batch: int = 0,
                   examples_per_epoch=len(host_rows), load_example=load_example, plan=plan)
 
 
-def build_eval_pipeline(config, split: str | None = None, *, process_index: int | None = None,
+def build_eval_pipeline(config: ml_collections.ConfigDict, split: str | None = None, *,
+                        process_index: int | None = None,
                         process_count: int | None = None) -> Pipeline:
   """One pass over index/<split>_mixtures_n<N>.csv for this host (config = config.data)."""
   process_index, process_count = _resolve_processes(process_index, process_count)

@@ -96,7 +96,7 @@ def _write_clip(root: pathlib.Path, clip_id: str, labels, duration: float,
 def write_layout(root: pathlib.Path | str, *, duration: float = 6.5,
                  frame_size: tuple[int, int] = (40, 56), train_solos_per_class: int = 2,
                  splits: tuple[str, ...] = ("train", "val", "test"), seed: int = 0) -> pathlib.Path:
-  """Writes the layout under root: train (solos + 2 duets), val/test (4 solos + 1 duet) + mixtures."""
+  """Writes a layout: train (solos + 2 duets), val/test (4 solos + 1 duet) and their mixtures."""
   root = pathlib.Path(root)
   rng = np.random.default_rng(seed)
   (root / "index").mkdir(parents=True, exist_ok=True)

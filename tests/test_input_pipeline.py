@@ -1,4 +1,4 @@
-"""Tests of data_pipeline.input_pipeline: batch contract, determinism, hosts, eval coverage, errors."""
+"""Tests of data_pipeline.input_pipeline: contract, determinism, hosts, eval coverage, errors."""
 
 import importlib.util
 import itertools
@@ -188,7 +188,8 @@ def test_eval_alignment_and_pose_window_edges(layout):
   records = dataset_index.read_index(layout, "test")
   for b, n in itertools.product(range(8), range(2)):
     record = records[batch["clip_index"][b, n]]
-    expected = [np.asarray(Image.open(record.frame_path(f)))[:2, 8:10, 0].mean() for f in (25, 26, 27)]
+    expected = [np.asarray(Image.open(record.frame_path(f)))[:2, 8:10, 0].mean()
+                for f in (25, 26, 27)]
     np.testing.assert_allclose(pixels[b, n], expected, atol=1.5)
     assert np.all(np.diff(expected) > 2.5)  # neighbouring frames are told apart
   # Window = frames -6 .. 57 of a 52-frame clip: 6 positions before, 6 after are masked.

@@ -20,7 +20,8 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     from tribert_jax import sharding
     assert jax.device_count() == 4
     batch = {"frames": np.arange(8 * 3 * 2, dtype=np.float32).reshape(8, 3, 2),
-             "valid": np.ones(8, np.float32), "clip_index": np.arange(16, dtype=np.int32).reshape(8, 2)}
+             "valid": np.ones(8, np.float32),
+             "clip_index": np.arange(16, dtype=np.int32).reshape(8, 2)}
     meshes = [sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1))),
               sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=-1))),
               sharding.make_mesh(shape=(1, 4))]

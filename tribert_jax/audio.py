@@ -107,31 +107,6 @@ def unwarp_positions(num_linear: int = 512, num_warped: int = 256) -> np.ndarray
   return (num_warped - 1) * np.log1p((_WARP_BASE - 1.0) * k / (num_linear - 1)) / np.log(_WARP_BASE)
 
 
-def _interpolation_matrix(positions: np.ndarray, num_in: int) -> np.ndarray:
-  """[len(positions), num_in] matrix doing linear interpolation at fractional positions."""
-  positions = np.clip(positions, 0.0, num_in - 1)
-  low = np.floor(positions).astype(np.int64)
-  low = np.minimum(low, num_in - 2)
-  frac = positions - low
-  matrix = np.zeros((len(positions), num_in), np.float64)
-  rows = np.arange(len(positions))
-  matrix[rows, low] += 1.0 - frac
-  matrix[rows, low + 1] += frac
-  return matrix
-
-
-@functools.lru_cache(maxsize=8)
-def warp_matrix(num_linear: int = 512, num_warped: int = 256) -> np.ndarray:
-  """[num_warped, num_linear] linear-interpolation matrix of the log-frequency warp."""
-  return _interpolation_matrix(warp_positions(num_linear, num_warped), num_linear).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=8)
-def unwarp_matrix(num_linear: int = 512, num_warped: int = 256) -> np.ndarray:
-  """[num_linear, num_warped] linear-interpolation matrix of the inverse warp."""
-  return _interpolation_matrix(unwarp_positions(num_linear, num_warped), num_warped).astype(np.float32)
-
-
 @functools.lru_cache(maxsize=8)
 def _taps(positions: tuple[float, ...], num_in: int) -> tuple[np.ndarray, np.ndarray]:
   """(low index, fraction) of linear interpolation at fractional positions."""
