@@ -27,14 +27,13 @@ import orbax.checkpoint as ocp
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"
-BEST_METRIC = "sdr"
 
 
 class NonFiniteStateError(RuntimeError):
   """The state to be saved holds NaN or Inf: refusing to overwrite good checkpoints with it."""
 
 
-def _manager(directory: str, *, max_to_keep: int | None, best: bool = False,
+def _manager(directory: str, *, max_to_keep: int | None, best_metric: str | None = None,
              read_only: bool = False) -> ocp.CheckpointManager:
   """A CheckpointManager holding a pytree `state` and a JSON `progress` record per step."""
   options = ocp.CheckpointManagerOptions(
@@ -42,9 +41,9 @@ def _manager(directory: str, *, max_to_keep: int | None, best: bool = False,
       create=not read_only,
       read_only=read_only,
       enable_async_checkpointing=True,
-      best_fn=(lambda metrics: float(metrics[BEST_METRIC])) if best else None,
+      best_fn=(lambda metrics: float(metrics[best_metric])) if best_metric else None,
       best_mode="max",
-      keep_checkpoints_without_metrics=not best,
+      keep_checkpoints_without_metrics=best_metric is None,
   )
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=("state", "progress"))
@@ -65,12 +64,15 @@ def all_finite(tree: Any) -> bool:
 
 
 class Checkpointer:
-  """Keep-last-N checkpoints plus the best-by-validation-SDR one, for one workdir."""
+  """Keep-last-N checkpoints plus the best-by-validation-metric one (SDR for TriBERT), for one
+  workdir."""
 
-  def __init__(self, workdir: str, keep: int = 2):
+  def __init__(self, workdir: str, keep: int = 2, best_metric: str = "sdr"):
     self.workdir = workdir
+    self.best_metric = best_metric
     self.latest = _manager(os.path.join(workdir, LATEST_DIR), max_to_keep=keep)
-    self.best = _manager(os.path.join(workdir, BEST_DIR), max_to_keep=1, best=True)
+    self.best = _manager(os.path.join(workdir, BEST_DIR), max_to_keep=1,
+                         best_metric=best_metric)
 
   def latest_step(self) -> int | None:
     """Step of the newest complete checkpoint in this workdir, or None."""
@@ -88,18 +90,26 @@ class Checkpointer:
     if self.latest.latest_step() != step:
       self.latest.save(step, args=args, force=force)
     if metrics is not None:
-      if not np.isfinite(metrics[BEST_METRIC]):
+      if not np.isfinite(metrics[self.best_metric]):
         logging.warning("validation %s at step %d is not finite; not a best candidate",
-                        BEST_METRIC, step)
+                        self.best_metric, step)
         return
       self.best.save(step, args=args, metrics={k: float(v) for k, v in metrics.items()},
                      force=True)
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
     """(state, progress) of the latest checkpoint (arrays placed as abstract_state says)."""
-    step = self.latest.latest_step()
+    return self.restore(abstract_state)
+
+  def restore(self, abstract_state: Any, step: int | None = None
+              ) -> tuple[Any, dict[str, Any]] | None:
+    """(state, progress) of checkpoint `step` (default: latest); None if there is none."""
+    step = self.latest.latest_step() if step is None else step
     if step is None:
       return None
+    if step not in self.latest.all_steps():
+      raise FileNotFoundError(f"no checkpoint of step {step} in {self.workdir}/{LATEST_DIR} "
+                              f"(have {sorted(self.latest.all_steps())})")
     restored = self.latest.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["progress"])

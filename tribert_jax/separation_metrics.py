@@ -78,3 +78,34 @@ def bss_eval_sources(reference: np.ndarray, estimate: np.ndarray,
     raise ValueError(f"unknown BSS-eval backend {backend!r}; choose one of {BACKENDS}")
   return BssEvalResult(np.asarray(sdr, np.float64), np.asarray(sir, np.float64),
                        np.asarray(sar, np.float64))
+
+
+def score_mixture(task: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, str]
+                  ) -> dict[str, object]:
+  """Scores one mixture; runs in a worker process (only numpy and mir_eval needed there).
+
+  task = (reference [N, L], estimate [N, L], mixture [L], ideal-mask estimate [N, L] or None,
+  backend). Returns {"status": "ok", "separated": {sdr, sir, sar}, "mixture": {...},
+  "ideal_mask": {...} or None, "ideal_mask_skip": reason or None} with per-source lists, or
+  {"status": "skipped", "reason": "silent reference: ..." | "silent prediction: ..."}.
+  """
+  reference, estimate, mixture, ideal, backend = task
+  try:
+    separated = bss_eval_sources(reference, estimate, backend)
+  except SilentSourceError as error:
+    return {"status": "skipped", "reason": str(error)}
+  # The unprocessed mixture offered as the estimate of every source: the SDR floor.
+  floor = bss_eval_sources(reference, np.broadcast_to(mixture, reference.shape), backend)
+  result = {"status": "ok", "separated": _as_lists(separated), "mixture": _as_lists(floor),
+            "ideal_mask": None, "ideal_mask_skip": None}
+  if ideal is not None:
+    try:
+      result["ideal_mask"] = _as_lists(bss_eval_sources(reference, ideal, backend))
+    except SilentSourceError as error:
+      result["ideal_mask_skip"] = str(error)
+  return result
+
+
+def _as_lists(result: BssEvalResult) -> dict[str, list[float]]:
+  """JSON-friendly per-source metrics."""
+  return {"sdr": result.sdr.tolist(), "sir": result.sir.tolist(), "sar": result.sar.tolist()}

@@ -1,0 +1,106 @@
+"""Training-loop keys shared by every phase: steps, optimiser, mesh, logging, checkpoints, eval.
+
+Phase configs (configs/pretrain.py, finetune.py, pose_pretrain.py) call `add_train_config` and
+then override what differs. Keys are read by tribert_jax/train.py (and pose_pretrain.py).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+SIZES = ("paper", "cpu", "tiny")
+DATASETS = ("synthmusic", "music21", "music")
+
+
+def parse_size(arg: str | None) -> str:
+  """The config argument (`configs/pretrain.py:cpu`) -> size; '' means paper."""
+  size = (arg or "paper").strip()
+  if size not in SIZES:
+    raise ValueError(f"config argument must be one of {SIZES}, got {arg!r}")
+  return size
+
+
+def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the shared training keys to config (paper values; the phase shrinks them per size)."""
+  config.seed = 0  # parameter init, dropout/masking rngs and data order all derive from it
+  config.num_train_steps = 100_000  # optimiser updates (each one global batch)
+  # Micro-batches per update: the global batch (config.data.batch_size) is split into this many
+  # equal slices run one after another (lax.scan) with gradients averaged, so one device reaches
+  # the paper's batch of 12. Must divide the per-device batch.
+  config.grad_accum_steps = 1
+
+  optim = config.optim = ml_collections.ConfigDict()
+  optim.name = "adam"  # paper: Adam
+  optim.learning_rate = 1e-5  # paper: 1e-5 (pretrain), 1e-7 (finetune)
+  optim.warmup_steps = 0  # linear warmup from 0 (paper: none)
+  optim.decay = "constant"  # "constant" (paper) or "cosine" (to end_lr_factor x peak)
+  optim.end_lr_factor = 0.0  # cosine floor as a fraction of the peak learning rate
+  optim.b1 = 0.9
+  optim.b2 = 0.999
+  optim.eps = 1e-8
+  optim.weight_decay = 0.0  # adamw only
+  optim.grad_clip_norm = 0.0  # global-norm clipping; 0 = off (paper: none)
+  # Top-level parameter name -> learning-rate factor (e.g. a pretrained backbone at 0.1x).
+  optim.lr_multipliers = ml_collections.ConfigDict()
+
+  mesh = config.mesh = ml_collections.ConfigDict()
+  mesh.data = -1  # data-parallel axis size; -1 = all devices not used by the other axes
+  mesh.fsdp = 1  # parameter-sharding axis size (with sharding rules mapping axes to "fsdp")
+
+  config.log_every_steps = 50  # console/TensorBoard scalars (train metrics averaged over them)
+  config.eval_every_steps = 5_000  # validation separation metrics (+ best checkpoint)
+  config.checkpoint_every_steps = 1_000  # periodic async save of the latest state
+  config.keep_checkpoints = 2  # latest checkpoints kept (the best one is kept separately)
+  # Steps dispatched before waiting for a result. 1 = wait for every step: required for
+  # multi-device CPU runs (XLA's CPU all-reduce rendezvous can deadlock on a 2-core machine
+  # when steps pile up) and what the per-step NaN check needs; accelerators are fine with 2.
+  config.max_steps_in_flight = 1
+
+  # Initialisation from another phase when the workdir has no checkpoint (see
+  # tribert_jax/checkpointing.py): a workdir or checkpoint folder; "" = from scratch.
+  init = config.init = ml_collections.ConfigDict()
+  init.checkpoint = ""
+  init.which = "best"  # "best" (best validation SDR) or "latest" checkpoint of that workdir
+  # (source prefix, target prefix) pairs of parameter paths, and regexes of target paths that
+  # keep their fresh initialisation (e.g. classification layers whose class count changes).
+  init.prefix_map = (("", ""),)
+  init.reinit_patterns = ()
+  init.copy_batch_stats = True
+  # ST-GCN weights from a pose_pretrain workdir, loaded into TriBERT's pose encoder ("" = none;
+  # applied only when starting from scratch, not over init.checkpoint or a resume).
+  config.pose_init_checkpoint = ""
+
+  ev = config.eval = ml_collections.ConfigDict()
+  ev.mask_type = "binary"  # "binary": threshold the un-warped mask (paper); "ratio": use as is
+  ev.threshold = 0.5  # binary mask threshold
+  ev.silent_policy = "skip"  # all-zero reference/prediction: "skip" and count, or "error"
+  ev.backend = "mir_eval"  # "mir_eval" (reference) or "fast_bss_eval" (same numbers, faster)
+  ev.num_workers = 0  # scoring processes; 0 = all CPU cores
+  ev.ideal_mask = True  # also score the ideal binary mask (the ceiling)
+  ev.max_batches = -1  # evaluation batches per run; -1 = every mixture of the list
+  ev.num_examples = 2  # fixed validation mixtures written to TensorBoard (audio + images)
+  ev.at_end = True  # evaluate after the last step
+
+  dist = config.distributed = ml_collections.ConfigDict()
+  # Multi-process runs: jax.distributed.initialize is called when coordinator_address is set
+  # here or in $JAX_COORDINATOR_ADDRESS, or when main.py --distributed is given (cluster
+  # auto-detection, e.g. SLURM / TPU pods). num_processes / process_id: -1 = from
+  # $JAX_NUM_PROCESSES / $JAX_PROCESS_ID or auto-detected.
+  dist.coordinator_address = ""
+  dist.num_processes = -1
+  dist.process_id = -1
+
+  return config
+
+
+def shrink_for_tests(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `tiny` loop: one step, one evaluation batch scored in-process (unit tests)."""
+  config.num_train_steps = 1
+  config.log_every_steps = 1
+  config.eval_every_steps = 1_000
+  config.checkpoint_every_steps = 1
+  config.optim.warmup_steps = 0
+  config.eval.max_batches = 1
+  config.eval.num_workers = 1
+  config.eval.num_examples = 1
+  return config
