@@ -1,0 +1,362 @@
+"""SynthMUSIC: a deterministic MUSIC21-like dataset (21 instruments, solos and duets) with real
+SoundFont instrument audio, pose that plays the notes, and drawn video frames.
+
+  python -m data_pipeline.synthmusic --out DIR --size {tiny,default,large} --seed N \
+      [--soundfont PATH] [--workers K]
+
+Writes the on-disk layout of the shared contract (frames/, audio/, audio_sources/, pose/,
+labels.json, index/*.csv). Every clip is seeded from (seed, clip index), so the output is
+byte-identical for a given seed whatever the number of workers. ROOT/.complete (written last)
+holds the generation parameters; a directory without it is regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import pathlib
+import shutil
+import sys
+import wave
+
+import numpy as np
+
+from data_pipeline import synth_audio, synth_frames, synth_pose
+from data_pipeline.synth_audio import CLASSES, SAMPLE_RATE
+from data_pipeline.synth_pose import FPS
+
+GENERATOR_VERSION = 1
+IMAGE_SIZE = 256
+COMPLETE_MARKER = ".complete"
+_LAYOUT = ("frames", "audio", "audio_sources", "pose", "index", "labels.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeSpec:
+  """How many clips a size generates."""
+
+  solos_per_class: int
+  duets: int
+  durations: tuple[float, ...]  # seconds, drawn per clip (multiples of 1/8 s)
+  mixtures: int  # per list (val/test x n2/n3)
+
+
+SIZES = {
+    "tiny": SizeSpec(4, 6, (10.0,), 8),
+    "default": SizeSpec(24, 60, (10.0, 10.5, 11.0, 11.5, 12.0), 120),
+    "large": SizeSpec(96, 240, (10.0, 10.5, 11.0, 11.5, 12.0), 400),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+  """One clip to render: its players' classes, duration and split."""
+
+  index: int
+  clip_id: str
+  category: str  # class name, or "a+b" (sorted) for duets
+  classes: tuple[str, ...]
+  duration: float
+  split: str
+
+  @property
+  def num_frames(self) -> int:
+    return int(round(self.duration * FPS))
+
+  @property
+  def num_samples(self) -> int:
+    return int(round(self.duration * SAMPLE_RATE))
+
+  def paths(self) -> dict[str, str]:
+    """Paths relative to the dataset root."""
+    out = {
+        "audio": f"audio/{self.category}/{self.clip_id}.wav",
+        "frames": f"frames/{self.category}/{self.clip_id}",
+        "pose": f"pose/{self.category}/{self.clip_id}.json",
+    }
+    if len(self.classes) > 1:
+      out["sources"] = ";".join(f"audio_sources/{self.category}/{self.clip_id}/{k}_{c}.wav"
+                                for k, c in enumerate(self.classes))
+    else:
+      out["sources"] = ""
+    return out
+
+
+def _split_counts(n: int) -> tuple[int, int, int]:
+  """(train, val, test) of n items: ~70/15/15 with at least one in val and test when n >= 3."""
+  held = max(1, int(round(0.15 * n))) if n >= 3 else 0
+  return n - 2 * held, held, held
+
+
+def build_plan(size: str, seed: int) -> list[ClipSpec]:
+  """All clips of a size, with ids, durations and splits (depends only on size and seed)."""
+  if size not in SIZES:
+    raise ValueError(f"unknown SynthMUSIC size {size!r}; choose one of {sorted(SIZES)}")
+  spec = SIZES[size]
+  rng = np.random.default_rng([seed, 1])
+  plan: list[ClipSpec] = []
+  for category in CLASSES:
+    n_train, n_val, _ = _split_counts(spec.solos_per_class)
+    splits = ["train"] * n_train + ["val"] * n_val
+    splits += ["test"] * (spec.solos_per_class - len(splits))
+    splits = list(rng.permutation(splits))
+    for k in range(spec.solos_per_class):
+      plan.append(ClipSpec(len(plan), f"{category}_{k:03d}", category, (category,),
+                           float(rng.choice(spec.durations)), str(splits[k])))
+  pairs = list(itertools.combinations(CLASSES, 2))
+  chosen = rng.choice(len(pairs), size=spec.duets, replace=spec.duets > len(pairs))
+  n_train, n_val, _ = _split_counts(spec.duets)
+  splits = ["train"] * n_train + ["val"] * n_val
+  splits = list(rng.permutation(splits + ["test"] * (spec.duets - len(splits))))
+  for k, pair_index in enumerate(chosen):
+    pair = pairs[int(pair_index)]
+    category = "+".join(pair)
+    plan.append(ClipSpec(len(plan), f"{category}_{k:03d}", category, pair,
+                         float(rng.choice(spec.durations)), str(splits[k])))
+  return plan
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering one clip (runs in worker processes)
+# ---------------------------------------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _init_worker(bank, soundfont: str) -> None:
+  """Per-process state: the melody bank and a loaded SoundFont renderer."""
+  _WORKER["bank"] = bank
+  _WORKER["renderer"] = synth_audio.Renderer(soundfont)
+
+
+def _write_wav(path: pathlib.Path, samples: np.ndarray) -> None:
+  """Mono 16-bit PCM wav (stdlib writer: fixed header, byte-deterministic)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with wave.open(str(path), "wb") as out:
+    out.setnchannels(1)
+    out.setsampwidth(2)
+    out.setframerate(SAMPLE_RATE)
+    out.writeframes(samples.astype("<i2").tobytes())
+
+
+def _placements(spec: ClipSpec, rng: np.random.Generator) -> list[tuple[tuple[float, float], float]]:
+  """(hip centre in pixels, pixels per body unit) per player, so that everyone fits the frame."""
+  out = []
+  n = len(spec.classes)
+  xs = [0.5] if n == 1 else ([0.27, 0.73] if rng.random() < 0.5 else [0.73, 0.27])
+  for category, x in zip(spec.classes, xs):
+    seated = category in synth_pose.SEATED
+    top, bottom = 1.75, (1.1 if seated else 1.72)
+    full = IMAGE_SIZE * 0.9 / (top + bottom)
+    unit = full * (rng.uniform(0.88, 1.0) if n == 1 else rng.uniform(0.56, 0.64))
+    slack = IMAGE_SIZE * 0.97 - (top + bottom) * unit
+    hip_y = top * unit + rng.uniform(0.03 * IMAGE_SIZE, max(slack, 0.03 * IMAGE_SIZE + 1))
+    hip_x = IMAGE_SIZE * (x + rng.uniform(-0.05, 0.05))
+    out.append(((hip_x, hip_y), unit))
+  return out
+
+
+def render_clip(spec: ClipSpec, root: pathlib.Path, seed: int) -> None:
+  """Renders audio, stems, pose JSON and frames of one clip under `root`."""
+  rng = np.random.default_rng([seed, 2, spec.index])
+  bank = _WORKER["bank"]
+  renderer: synth_audio.Renderer = _WORKER["renderer"]
+  paths = spec.paths()
+  # Audio: each player alone, then the mix as the exact integer sum of the PCM16 stems.
+  arrangements = [synth_audio.arrange(c, rng, spec.duration, bank) for c in spec.classes]
+  stems = [renderer.render(c, a, spec.num_samples) for c, a in zip(spec.classes, arrangements)]
+  base_rms = 0.1 if len(stems) == 1 else 0.07
+  targets = [base_rms * 10 ** (rng.uniform(-3, 3) / 20) for _ in stems]
+  pcm = synth_audio.to_pcm16(stems, targets)
+  mix = np.sum([s.astype(np.int32) for s in pcm], axis=0)
+  assert np.abs(mix).max() <= 32767
+  _write_wav(root / paths["audio"], mix.astype(np.int16))
+  if len(pcm) > 1:
+    for source_path, stem in zip(paths["sources"].split(";"), pcm):
+      _write_wav(root / source_path, stem)
+  # Pose: players move with their own notes.
+  performances = []
+  for (centre, unit), category, arrangement in zip(_placements(spec, rng), spec.classes,
+                                                   arrangements):
+    performances.append(synth_pose.perform(category, arrangement["notes"], spec.num_frames,
+                                           centre, unit, rng))
+  records = synth_pose.detect(performances, spec.num_frames, IMAGE_SIZE, rng)
+  pose_path = root / paths["pose"]
+  pose_path.parent.mkdir(parents=True, exist_ok=True)
+  pose_path.write_text(json.dumps(records, separators=(",", ":")))
+  # Frames.
+  back = synth_frames.background(rng, IMAGE_SIZE)
+  styles = [synth_frames.Style(c, rng) for c in spec.classes]
+  frame_dir = root / paths["frames"]
+  frame_dir.mkdir(parents=True, exist_ok=True)
+  for frame in range(spec.num_frames):
+    (frame_dir / f"{frame + 1:06d}.jpg").write_bytes(
+        synth_frames.render_frame(back, performances, styles, frame))
+
+
+def _worker_render(job: tuple[ClipSpec, str, int]) -> str:
+  spec, root, seed = job
+  render_clip(spec, pathlib.Path(root), seed)
+  return spec.clip_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Index files
+# ---------------------------------------------------------------------------------------------
+
+INDEX_COLUMNS = ("id", "category", "labels", "duet", "audio", "frames", "num_frames", "pose",
+                 "sources")
+
+
+def _write_csv(path: pathlib.Path, header, rows) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(header)
+  writer.writerows(rows)
+  path.write_text(buffer.getvalue())
+
+
+def _mixtures(clips: list[ClipSpec], n: int, count: int, rng: np.random.Generator) -> list[list[str]]:
+  """`count` distinct mixtures of n clips whose label sets are pairwise disjoint."""
+  out: list[list[str]] = []
+  seen: set[frozenset[str]] = set()
+  attempts = 0
+  while len(out) < count and attempts < count * 200:
+    attempts += 1
+    order = rng.permutation(len(clips))
+    chosen: list[ClipSpec] = []
+    used: set[str] = set()
+    for i in order:
+      clip = clips[int(i)]
+      if used.isdisjoint(clip.classes):
+        chosen.append(clip)
+        used.update(clip.classes)
+        if len(chosen) == n:
+          break
+    key = frozenset(c.clip_id for c in chosen)
+    if len(chosen) == n and key not in seen:
+      seen.add(key)
+      out.append([c.clip_id for c in chosen])
+  if len(out) < count:
+    raise ValueError(f"could only build {len(out)} of {count} mixtures of {n} clips")
+  return out
+
+
+def write_indices(root: pathlib.Path, plan: list[ClipSpec], size: str, seed: int) -> None:
+  """labels.json, index/{train,val,test}.csv and the fixed val/test mixture lists."""
+  root = pathlib.Path(root)
+  (root / "labels.json").write_text(json.dumps(
+      {"dataset": "synthmusic", "classes": list(CLASSES), "sample_rate": SAMPLE_RATE,
+       "fps": FPS}, indent=1) + "\n")
+  for split in ("train", "val", "test"):
+    rows = []
+    for clip in plan:
+      if clip.split != split:
+        continue
+      p = clip.paths()
+      rows.append((clip.clip_id, clip.category, ";".join(clip.classes), int(len(clip.classes) > 1),
+                   p["audio"], p["frames"], clip.num_frames, p["pose"], p["sources"]))
+    _write_csv(root / "index" / f"{split}.csv", INDEX_COLUMNS, rows)
+  for split_code, split in enumerate(("val", "test")):
+    clips = [c for c in plan if c.split == split]
+    for n in (2, 3):
+      rng = np.random.default_rng([seed, 3, split_code, n])
+      mixtures = _mixtures(clips, n, SIZES[size].mixtures, rng)
+      _write_csv(root / "index" / f"{split}_mixtures_n{n}.csv", ("mixture_id", "clips"),
+                 [(f"{split}_n{n}_{k:04d}", ";".join(m)) for k, m in enumerate(mixtures)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def _parameters(size: str, seed: int, soundfont: pathlib.Path) -> dict:
+  return {"generator_version": GENERATOR_VERSION, "size": size, "seed": int(seed),
+          "soundfont": soundfont.name, "soundfont_bytes": soundfont.stat().st_size}
+
+
+def _clear_layout(root: pathlib.Path) -> None:
+  """Removes what a previous (partial) generation wrote; leaves unrelated files alone."""
+  for name in _LAYOUT + (COMPLETE_MARKER,):
+    path = root / name
+    if path.is_dir():
+      shutil.rmtree(path)
+    elif path.exists():
+      path.unlink()
+
+
+def _render_all(root: pathlib.Path, plan: list[ClipSpec], seed: int, soundfont: pathlib.Path,
+                workers: int | None, progress: bool, desc: str = "SynthMUSIC") -> None:
+  """Renders every clip of `plan` under root, in a process pool when workers > 1."""
+  bank = synth_audio.melody_bank()
+  workers = max(1, min(int(workers or os.cpu_count() or 1), len(plan)))
+  jobs = [(spec, str(root), seed) for spec in plan]
+  from tqdm import tqdm
+  bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress)
+  if workers == 1:
+    _init_worker(bank, str(soundfont))
+    for job in jobs:
+      _worker_render(job)
+      bar.update()
+  else:
+    # fork is fastest and needs no `if __name__ == "__main__"` guard in the caller, but forking a
+    # process that already runs JAX/TensorFlow threads can deadlock: spawn then.
+    threaded = any(m in sys.modules for m in ("jax", "tensorflow", "torch"))
+    context = multiprocessing.get_context("spawn" if threaded else "fork")
+    with context.Pool(workers, initializer=_init_worker, initargs=(bank, str(soundfont))) as pool:
+      for _ in pool.imap_unordered(_worker_render, jobs):
+        bar.update()
+  bar.close()
+
+
+def generate(out_dir, size: str = "default", seed: int = 0, soundfont=None,
+             progress: bool = True, workers: int | None = None) -> pathlib.Path:
+  """Generates SynthMUSIC into out_dir (skipped when a complete identical copy is there)."""
+  root = pathlib.Path(out_dir)
+  soundfont = pathlib.Path(soundfont) if soundfont else synth_audio.default_soundfont()
+  if not soundfont.is_file():
+    raise FileNotFoundError(f"SoundFont not found: {soundfont}")
+  params = _parameters(size, seed, soundfont)
+  marker = root / COMPLETE_MARKER
+  if marker.is_file():
+    try:
+      if json.loads(marker.read_text()) == params:
+        return root
+    except json.JSONDecodeError:
+      pass
+    logging.warning("%s holds SynthMUSIC with other parameters; regenerating", root)
+  plan = build_plan(size, seed)
+  root.mkdir(parents=True, exist_ok=True)
+  _clear_layout(root)
+  _render_all(root, plan, seed, soundfont, workers, progress, desc=f"SynthMUSIC {size}")
+  write_indices(root, plan, size, seed)
+  marker.write_text(json.dumps(params, indent=1, sort_keys=True) + "\n")
+  return root
+
+
+def main(argv=None) -> None:
+  """Command-line entry point."""
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--out", required=True, help="dataset root to write")
+  parser.add_argument("--size", default="default", choices=sorted(SIZES))
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--soundfont", default=None,
+                      help="General MIDI .sf2/.sf3 (default: pretty_midi's TimGM6mb.sf2)")
+  parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+  args = parser.parse_args(argv)
+  path = generate(args.out, size=args.size, seed=args.seed, soundfont=args.soundfont,
+                  progress=True, workers=args.workers)
+  print(path)
+
+
+if __name__ == "__main__":
+  main()
