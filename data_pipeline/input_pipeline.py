@@ -53,6 +53,13 @@ Protocol:
     data.skip_bad_clips, skipped and counted in Pipeline.stats (a mixture with a bad clip is
     skipped and counted). A JPEG that is corrupt or truncated at read time raises an error naming
     the file.
+  * Sources (config.data.source): "folder" reads the layout under data.root; "tfds" reads the
+    TFDS build of the same layout (data_pipeline/tfds_builders.py; data.tfds_name,
+    data.tfds_data_dir) by random access into its ArrayRecord files. Only the per-clip loaders
+    differ (audio crop, JPEG bytes, pose track); planning, host slicing (round-robin over the
+    index rows, not tfds.even_splits), decoding and augmentation are shared, so both sources give
+    identical batches for the same clips and seed. The TFDS path checks the crop lengths exactly
+    like validate_clip; clips left out of a build with skip_bad_clips count as bad clips here.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import pathlib
+import threading
 from typing import Any, Callable, Iterator
 
 from absl import logging
@@ -139,10 +147,7 @@ class _ClipStore:
         continue
       record = self.records[row]
       try:
-        clip = dataset_index.validate_clip(record, c.sample_rate, c.fps, c.audio_length,
-                                           c.num_frames)
-        pose = dataset_index.load_pose(record.pose, record.num_frames, clip.frame_width,
-                                       clip.frame_height, c.max_persons)
+        clip, pose = self._load(record)
       except dataset_index.BadClipError as error:
         if not c.skip_bad_clips:
           raise
@@ -158,6 +163,18 @@ class _ClipStore:
       self.stats.pose_frames_without_detection += pose.frames_without_detection
       good.append(row)
     return good
+
+  def _load(self, record: dataset_index.ClipRecord):
+    """Validates one clip and parses its pose: (ClipInfo, PoseTrack); BadClipError if bad."""
+    c = self.config
+    clip = dataset_index.validate_clip(record, c.sample_rate, c.fps, c.audio_length, c.num_frames)
+    pose = dataset_index.load_pose(record.pose, record.num_frames, clip.frame_width,
+                                   clip.frame_height, c.max_persons)
+    return clip, pose
+
+  def read_mixtures(self, split: str) -> list[dataset_index.MixtureRecord]:
+    """The split's fixed evaluation mixtures of config.num_mix clips."""
+    return dataset_index.read_mixtures(self.config.root, split, self.config.num_mix, self.records)
 
   def usable_samples(self, row: int) -> int:
     """Samples where both audio and frames exist."""
@@ -202,6 +219,111 @@ class _ClipStore:
       keypoints[:, low - first:high - first] = track.keypoints[:, low:high]
       mask[:, low - first:high - first] = track.mask[:, low:high]
     return keypoints, mask
+
+
+class _TfdsClipStore(_ClipStore):
+  """The same clips read from a TFDS build (ArrayRecord random access by index row)."""
+
+  def __init__(self, config, info: dataset_index.DatasetInfo,
+               records: list[dataset_index.ClipRecord], stats: PipelineStats, name: str,
+               split: str, source, metadata: dict[str, Any]):
+    super().__init__(config, info, records, stats)
+    self.name = name
+    self.split = split
+    self.source = source  # random-access sequence of decoded examples (numpy)
+    self.metadata = metadata
+    # Records are stored in index-row order without the clips a skipping build left out.
+    self.position = {int(row): i for i, row in enumerate(metadata["rows"][split])}
+    self.left_out = {int(row): kind for row, kind in metadata["bad_clips"][split].items()}
+    if len(self.position) != len(source):
+      raise ValueError(f"{name}: metadata lists {len(self.position)} {split} records, the "
+                       f"files hold {len(source)} (rebuild the dataset)")
+    self._lock = threading.Lock()
+
+  def _example(self, row: int) -> dict[str, Any]:
+    """The decoded example of index row `row`."""
+    with self._lock:  # one reader per split file; reads are short, decoding dominates
+      example = self.source[self.position[row]]
+    if int(example["row"]) != row:
+      raise ValueError(f"{self.name}: {self.split} record {self.position[row]} holds row "
+                       f"{example['row']}, metadata says {row} (rebuild the dataset)")
+    return example
+
+  def _load(self, record: dataset_index.ClipRecord):
+    """ClipInfo and PoseTrack from the record; the crop-length checks of validate_clip."""
+    c = self.config
+    if record.row in self.left_out:
+      raise dataset_index.BadClipError(record.audio.parent, "left out of the TFDS build as a bad "
+                                       f"clip ({self.left_out[record.row]})",
+                                       self.left_out[record.row])
+    if record.row not in self.position:
+      raise ValueError(f"{self.name}: {self.split} row {record.row} ({record.id}) has no record")
+    example = self._example(record.row)
+    num_samples = int(example["audio"].shape[0])
+    if num_samples < c.audio_length:
+      raise dataset_index.BadClipError(record.audio, f"{num_samples} samples, shorter than the "
+                                       f"{c.audio_length}-sample crop", "audio_too_short")
+    # Stems are as long as the audio (checked at build time).
+    if record.num_frames < c.num_frames:
+      raise dataset_index.BadClipError(record.frames, f"{record.num_frames} frames, fewer than "
+                                       f"the {c.num_frames} consecutive frames an example needs",
+                                       "too_few_frames")
+    usable = min(num_samples, int(record.num_frames / c.fps * c.sample_rate))
+    if usable < c.audio_length:
+      seconds = record.num_frames / c.fps
+      raise dataset_index.BadClipError(record.frames, f"frames cover {seconds:.2f} s, shorter "
+                                       f"than the {c.audio_length / c.sample_rate:.2f} s crop",
+                                       "too_few_frames")
+    if c.max_persons != self.metadata["max_persons"]:
+      raise ValueError(f"config.data.max_persons = {c.max_persons} but {self.name} was built "
+                       f"with {self.metadata['max_persons']} persons")
+    pose = example["pose"]
+    track = dataset_index.PoseTrack(
+        keypoints=np.ascontiguousarray(pose["keypoints"].transpose(1, 0, 2, 3)),  # [P, F, J, 3]
+        mask=np.ascontiguousarray(pose["mask"].T),  # [P, F]
+        frames_without_detection=int(pose["frames_without_detection"]),
+        num_tracks=int(pose["num_tracks"]))
+    clip = dataset_index.ClipInfo(num_samples=num_samples,
+                                  frame_height=int(example["frame_height"]),
+                                  frame_width=int(example["frame_width"]))
+    return clip, track
+
+  def read_mixtures(self, split: str) -> list[dataset_index.MixtureRecord]:
+    """The fixed mixture list stored in the build's metadata (same checks as the CSV reader)."""
+    num_mix = self.config.num_mix
+    name = f"{split}_mixtures_n{num_mix}"
+    if name not in self.metadata["mixtures"]:
+      raise ValueError(f"{self.name}: metadata has no mixture list {name}")
+    by_id = {r.id: r.row for r in self.records}
+    mixtures = []
+    for row, entry in enumerate(self.metadata["mixtures"][name]):
+      ids = entry["clips"]
+      if len(ids) != num_mix or any(x not in by_id for x in ids):
+        raise ValueError(f"{self.name}: {name} mixture {entry['mixture_id']!r} names {ids}, "
+                         f"expected {num_mix} clips of the {split} split")
+      mixtures.append(dataset_index.MixtureRecord(row=row, mixture_id=entry["mixture_id"],
+                                                  clip_rows=tuple(by_id[x] for x in ids)))
+    return mixtures
+
+  def read_audio(self, row, start) -> np.ndarray:
+    """float32 [L] crop: int16 / 32768, exactly what soundfile reads from the PCM16 wav."""
+    return self._audio_crop(self._example(int(row)), int(row), int(start))
+
+  def _audio_crop(self, example, row: int, start: int) -> np.ndarray:
+    length = self.config.audio_length
+    audio = example["audio"][start:start + length].astype(np.float32) / np.float32(32768.0)
+    if audio.shape != (length,):
+      raise dataset_index.BadClipError(self.records[row].audio, f"read {audio.shape} samples at "
+                                       f"{start}, expected ({length},)", "audio_too_short")
+    return audio
+
+  def read_clip(self, row, start, center) -> tuple[np.ndarray, np.ndarray]:
+    """Audio crop float32 [L] and the T frames' JPEG bytes [T] of one video (one record read)."""
+    row = int(row)
+    example = self._example(row)
+    first = int(center) - self.config.num_frames // 2
+    return (self._audio_crop(example, row, int(start)),
+            example["frames"][first:first + self.config.num_frames])
 
 
 @dataclasses.dataclass
@@ -253,25 +375,82 @@ def _host_batch_size(global_batch: int, process_count: int, key: str) -> int:
   return global_batch // process_count
 
 
+def _where(config) -> str:
+  """The data source, for error messages."""
+  return f"tfds:{config.tfds_name}" if config.source == "tfds" else str(config.root)
+
+
+def _open_tfds(config, split: str, stats: PipelineStats):
+  """labels, index records and a random-access store of the split's TFDS build."""
+  import tensorflow_datasets as tfds
+
+  from data_pipeline import tfds_builders  # registers the builders with tfds
+
+  if not config.tfds_name:
+    raise ValueError('config.data.source = "tfds" needs config.data.tfds_name, e.g. '
+                     '"synthmusic/tiny" or "music21"')
+  data_dir = config.tfds_data_dir or None
+  builder = tfds.builder(config.tfds_name, data_dir=data_dir)
+  name = f"tfds:{builder.name}/{builder.builder_config.name if builder.builder_config else ''}" \
+         f":{builder.version}"
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"{name} is not built in {builder.data_dir}: python -m data_pipeline.build_tfds "
+        f"--dataset {builder.name} --data_dir {config.tfds_data_dir or '~/tensorflow_datasets'}")
+  metadata = builder.info.metadata
+  if "index" not in metadata:
+    raise ValueError(f"{name}: {builder.data_dir} has no tribert metadata (not built by "
+                     f"{tfds_builders.__name__})")
+  info = dataset_index.DatasetInfo(dataset=metadata["dataset"], classes=tuple(metadata["classes"]),
+                                   sample_rate=int(metadata["sample_rate"]),
+                                   fps=float(metadata["fps"]))
+  where = pathlib.Path(f"{name}:{split}")
+  records = []
+  for row, entry in enumerate(metadata["index"][split]):
+    clip = where / entry["id"]  # pseudo paths: error messages name the clip inside the build
+    sources = [x for x in entry["sources"].split(";") if x]
+    records.append(dataset_index.ClipRecord(
+        row=row, id=entry["id"], category=entry["category"],
+        labels=tuple(x for x in entry["labels"].split(";") if x), duet=bool(int(entry["duet"])),
+        audio=clip / "audio", frames=clip / "frames", num_frames=int(entry["num_frames"]),
+        pose=clip / "pose", sources=tuple(clip / f"sources/{k}" for k in range(len(sources)))))
+  try:
+    source = builder.as_data_source(split)
+  except (ValueError, NotImplementedError) as error:
+    raise ValueError(f"{name}: random access needs the array_record file format (build with "
+                     f"python -m data_pipeline.build_tfds, the default): {error}") from error
+  store = _TfdsClipStore(config, info, records, stats, name, split, source, dict(metadata))
+  return info, records, store, name
+
+
 def _open(config, split: str, stats: PipelineStats):
-  """Reads labels.json and the split index; checks them against the config."""
-  if not config.root:
-    raise ValueError("config.data.root is empty: set it to a dataset root (labels.json, index/)")
-  root = pathlib.Path(config.root)
-  info = dataset_index.read_labels(root)
+  """Reads labels and the split index (folder layout or TFDS build); checks them vs the config."""
+  if config.source == "tfds":
+    info, records, store, root = _open_tfds(config, split, stats)
+    labels_file = f"{root} metadata"
+  elif config.source == "folder":
+    if not config.root:
+      raise ValueError("config.data.root is empty: set it to a dataset root (labels.json, "
+                       "index/)")
+    root = pathlib.Path(config.root)
+    info = dataset_index.read_labels(root)
+    labels_file = f"{root}/labels.json"
+  else:
+    raise ValueError(f'config.data.source = {config.source!r}, expected "folder" or "tfds"')
   if len(info.classes) != config.num_classes:
-    raise ValueError(f"config.data.num_classes = {config.num_classes} but {root}/labels.json "
+    raise ValueError(f"config.data.num_classes = {config.num_classes} but {labels_file} "
                      f"lists {len(info.classes)} classes")
   if info.sample_rate != config.sample_rate:
-    raise ValueError(f"config.data.sample_rate = {config.sample_rate} but {root}/labels.json "
+    raise ValueError(f"config.data.sample_rate = {config.sample_rate} but {labels_file} "
                      f"says {info.sample_rate}")
   if abs(info.fps - config.fps) > 1e-6:
-    raise ValueError(f"config.data.fps = {config.fps} but {root}/labels.json says {info.fps}")
+    raise ValueError(f"config.data.fps = {config.fps} but {labels_file} says {info.fps}")
   if config.num_frames > config.pose_window:
     raise ValueError(f"config.data.num_frames ({config.num_frames}) exceeds pose_window "
                      f"({config.pose_window})")
-  records = dataset_index.read_index(root, split, info.classes)
-  store = _ClipStore(config, info, records, stats)
+  if config.source == "folder":
+    records = dataset_index.read_index(root, split, info.classes)
+    store = _ClipStore(config, info, records, stats)
   return info, records, store
 
 
@@ -309,9 +488,10 @@ def _make_loader(config, info: dataset_index.DatasetInfo,
   flip_permutation = tf.constant(dataset_index.FLIP_PERMUTATION, tf.int32)
   pose_frame_index = tf.constant(window // 2 - num_frames // 2 + np.arange(num_frames), tf.int32)
 
-  def read_jpeg(path: tf.Tensor) -> tf.Tensor:
+  from_files = not isinstance(store, _TfdsClipStore)
+
+  def decode_jpeg(data: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
     """Decodes one frame, failing with the file name on a corrupt / truncated JPEG."""
-    data = tf.io.read_file(path)
     looks_whole = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff"),
                                  tf.equal(tf.strings.substr(data, -2, 2), b"\xff\xd9"))
     check = tf.debugging.Assert(looks_whole, ["corrupt or truncated JPEG:", path])
@@ -319,12 +499,16 @@ def _make_loader(config, info: dataset_index.DatasetInfo,
       # INTEGER_ACCURATE matches libjpeg / PIL; TF's default fast IDCT is off by several levels.
       return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
 
-  def load_frames(row, center, box, flip) -> tf.Tensor:
-    """[T, S, S, 3] normalised frames centred on frame `center`."""
+  def frame_paths(row, center) -> tf.Tensor:
+    """[T] file names of the frames centred on frame `center` (pseudo paths for TFDS)."""
     indices = center - num_frames // 2 + tf.range(num_frames)
     names = tf.strings.as_string(indices + 1, width=6, fill="0")
-    paths = frame_dirs[row] + "/" + names + ".jpg"
-    images = tf.stack([read_jpeg(paths[t]) for t in range(num_frames)])  # [T, H, W, 3] uint8
+    return frame_dirs[row] + "/" + names + ".jpg"
+
+  def load_frames(jpegs, paths, box, flip) -> tf.Tensor:
+    """[T, S, S, 3] normalised frames from the T JPEG byte strings."""
+    images = tf.stack([decode_jpeg(jpegs[t], paths[t])
+                       for t in range(num_frames)])  # [T, H, W, 3] uint8
     images = tf.image.crop_to_bounding_box(images, box[0], box[1], box[2], box[3])
     images = tf.image.resize(images, [size, size], method="bilinear", antialias=True)
     images = tf.cond(flip > 0, lambda: tf.reverse(images, axis=[2]), lambda: images)
@@ -353,12 +537,19 @@ def _make_loader(config, info: dataset_index.DatasetInfo,
       row = plan["clip_index"][n]
       center = plan["center_frame"][n]
       flip = plan["flip"][n]
-      frames.append(load_frames(row, center, plan["crop_box"][n], flip))
+      paths = frame_paths(row, center)
+      if from_files:
+        jpegs = [tf.io.read_file(paths[t]) for t in range(num_frames)]
+        audio = tf.numpy_function(store.read_audio, [row, plan["audio_start"][n]], tf.float32,
+                                  stateful=False)
+      else:  # one record read gives the audio crop and the T frames' bytes
+        audio, jpegs = tf.numpy_function(store.read_clip, [row, plan["audio_start"][n], center],
+                                         [tf.float32, tf.string], stateful=False)
+        jpegs = tf.ensure_shape(jpegs, [num_frames])
+      frames.append(load_frames(jpegs, paths, plan["crop_box"][n], flip))
       pose, mask = load_pose(row, center, flip)
       poses.append(pose)
       masks.append(mask)
-      audio = tf.numpy_function(store.read_audio, [row, plan["audio_start"][n]], tf.float32,
-                                stateful=False)
       waves.append(tf.ensure_shape(audio, [length]))
     # Mixing scale: gain (training volume jitter), clip like Sound-of-Pixels, divide by N.
     waveform = tf.clip_by_value(tf.stack(waves) * plan["gain"][:, None], -1.0, 1.0) / num_mix
@@ -436,7 +627,7 @@ def build_train_pipeline(config: ml_collections.ConfigDict, *, seed: int, start_
     stats.log("skipped bad training clips")
   num_mix = config.num_mix
   if len(host_rows) < num_mix:
-    raise ValueError(f"{config.root}: host {process_index}/{process_count} has {len(host_rows)} "
+    raise ValueError(f"{_where(config)}: host {process_index}/{process_count} has {len(host_rows)} "
                      f"usable training clips, fewer than num_mix = {num_mix}")
   class_index = {name: i for i, name in enumerate(info.classes)}
   label_matrix = np.zeros((len(host_rows), len(info.classes)), bool)  # [clips, C]
@@ -467,7 +658,7 @@ def build_train_pipeline(config: ml_collections.ConfigDict, *, seed: int, start_
         for _ in range(num_mix - 1):
           candidates = np.flatnonzero(~(label_matrix & used).any(axis=1))
           if candidates.size == 0:
-            raise ValueError(f"{config.root}: no training clip has labels disjoint from "
+            raise ValueError(f"{_where(config)}: no training clip has labels disjoint from "
                              f"{[records[host_rows[i]].labels for i in chosen]} on host "
                              f"{process_index}; cannot build a {num_mix}-mixture")
           pick = int(rng.choice(candidates))
@@ -494,9 +685,10 @@ def build_eval_pipeline(config: ml_collections.ConfigDict, split: str | None = N
   host_batch = _host_batch_size(config.eval_batch_size, process_count, "eval_batch_size")
   stats = PipelineStats()
   info, records, store = _open(config, split, stats)
-  mixtures = dataset_index.read_mixtures(config.root, split, config.num_mix, records)
+  mixtures = store.read_mixtures(split)
   if not mixtures:
-    raise ValueError(f"{config.root}/index/{split}_mixtures_n{config.num_mix}.csv is empty")
+    raise ValueError(f"{_where(config)}: the {split}_mixtures_n{config.num_mix} "
+                     "list is empty")
   # The same number of batches on every host, computed before any skipping (no communication).
   per_host = -(-len(mixtures) // process_count)
   num_batches = -(-per_host // host_batch)
@@ -518,7 +710,7 @@ def build_eval_pipeline(config: ml_collections.ConfigDict, split: str | None = N
   if not entries:  # this host has nothing real (tiny list / all skipped): pad from mixture 0
     good = store.prepare(mixtures[0].clip_rows)
     if len(good) != config.num_mix:
-      raise ValueError(f"{config.root}: no usable {split} mixture to pad host {process_index}")
+      raise ValueError(f"{_where(config)}: no usable {split} mixture to pad host {process_index}")
     starts = [(store.usable_samples(r) - config.audio_length) // 2 for r in good]
     boxes = [_central_box(store.clip_info[r].frame_height, store.clip_info[r].frame_width)
              for r in good]

@@ -14,7 +14,10 @@ def get_data_config(size: str = "paper") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   # --- Dataset on disk --------------------------------------------------------------------------
-  c.root = ""  # dataset root (labels.json, index/, frames/, audio/, pose/); must be set
+  c.source = "folder"  # "folder": read the layout under root; "tfds": read its TFDS build
+  c.root = ""  # dataset root (labels.json, index/, frames/, audio/, pose/); needed for "folder"
+  c.tfds_name = ""  # "tfds": builder[/config], e.g. "synthmusic/tiny", "music21", "music"
+  c.tfds_data_dir = ""  # "tfds": build_tfds's --data_dir; "" = TFDS default (~/tensorflow_datasets)
   c.num_classes = 21  # must equal len(labels.json classes): 21 MUSIC21 / SynthMUSIC, 11 MUSIC
   c.train_split = "train"  # index/<train_split>.csv feeds training
   c.eval_split = "test"  # index/<eval_split>_mixtures_n<num_mix>.csv is scored ("val" or "test")
