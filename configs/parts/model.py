@@ -172,8 +172,8 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
     v.resnet_stage_sizes = (1, 1, 1, 1)
     v.resnet_width = 8
     v.feature_channels = 128
-    p.stgcn_blocks = ((32, 1), (64, 2), (64, 2))
-    a.vggish_channels = ((16,), (32,), (64,), (128,))
+    p.stgcn_blocks = ((16, 1), (32, 2), (32, 2))
+    a.vggish_channels = ((8,), (16,), (32,), (64,))
     a.vggish_fc = (256, 128)
     a.vgg7_channels = (8, 16, 32, 64, 64, 128, 128)
     t.visual_width = t.pose_width = 128

@@ -109,7 +109,7 @@ class STGCNBlock(nn.Module):
     if self.edge_importance:
       importance = self.param("edge_importance",
                               layers.partitioned(nn.initializers.ones_init(),
-                                                 (None, layers.JOINTS, layers.JOINTS)),
+                                                 (None, layers.JOINTS, None)),
                               (k, v, v), self.param_dtype)
       adjacency = adjacency * importance.astype(self.dtype)
     if not self.residual:
