@@ -3,9 +3,11 @@
   python -m benchmarks.input_pipeline --size tiny            # tiny config shapes
   python -m benchmarks.input_pipeline                        # cpu config shapes (default)
   python -m benchmarks.input_pipeline --what stft            # tf.signal.stft vs jnp STFT
+  python -m benchmarks.input_pipeline --source folder tfds    # both data sources (the default)
 
-Prints batches/s and examples/s of the training pipeline for each num_parallel_calls tried;
-record the figures with date and machine in benchmarks/README.md.
+Prints batches/s and examples/s of the training pipeline for each num_parallel_calls tried and
+each data source (config.data.source: the folder layout, and its TFDS build, made once under /tmp
+with data_pipeline.build_tfds); record the figures with date and machine in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -32,8 +34,25 @@ def _dataset_root(path: str | None, data_size: str) -> pathlib.Path:
   return root
 
 
+def _tfds_build(args, root: pathlib.Path) -> tuple[str, str]:
+  """(tfds_name, tfds_data_dir): the given ones, or SynthMUSIC's built once under /tmp."""
+  if args.tfds_name:
+    return args.tfds_name, args.tfds_data_dir
+  if args.root:
+    raise SystemExit("--source tfds with --root needs --tfds_name and --tfds_data_dir")
+  from data_pipeline import build_tfds
+
+  data_dir = "/tmp/tribert_benchmark_tfds"
+  start = time.perf_counter()
+  builder, _ = build_tfds.build("synthmusic", data_dir=data_dir, size=args.data_size,
+                                manual_dir=str(root))
+  print(f"TFDS synthmusic/{args.data_size} in {builder.data_dir} "
+        f"(build or reuse: {time.perf_counter() - start:.1f} s)", flush=True)
+  return f"synthmusic/{args.data_size}", data_dir
+
+
 def benchmark_pipeline(args) -> None:
-  """Training-pipeline throughput for several num_parallel_calls values."""
+  """Training-pipeline throughput for several num_parallel_calls values and data sources."""
   from configs.parts import data as data_parts
   from data_pipeline import dataset_index
   from data_pipeline import input_pipeline
@@ -43,24 +62,31 @@ def benchmark_pipeline(args) -> None:
   config.root = str(root)
   config.num_classes = len(dataset_index.read_labels(root).classes)
   config.multi_source = True
+  if "tfds" in args.source:
+    config.tfds_name, config.tfds_data_dir = _tfds_build(args, root)
   print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; config size {args.size}: batch {config.batch_size}, "
         f"N {config.num_mix}, T {config.num_frames}, S {config.image_size}, "
         f"W {config.pose_window}; data {root}")
   for calls in args.parallel_calls:
     config.num_parallel_calls = calls
-    pipeline = input_pipeline.build_train_pipeline(config, seed=0, process_index=0,
-                                                   process_count=1)
-    iterator = iter(pipeline)
-    for _ in range(args.warmup):
-      next(iterator)
-    start = time.perf_counter()
-    for _ in range(args.batches):
-      next(iterator)
-    elapsed = time.perf_counter() - start
-    name = "AUTOTUNE" if calls < 0 else str(calls)
-    print(f"num_parallel_calls={name:>8}: {args.batches / elapsed:7.2f} batches/s "
-          f"{args.batches * config.batch_size / elapsed:8.1f} examples/s", flush=True)
+    for source in args.source:  # alternated, so a change of machine load hits both sources
+      config.source = source
+      start = time.perf_counter()
+      pipeline = input_pipeline.build_train_pipeline(config, seed=0, process_index=0,
+                                                     process_count=1)
+      setup = time.perf_counter() - start  # index, validation / record reads, pose parsing
+      iterator = iter(pipeline)
+      for _ in range(args.warmup):
+        next(iterator)
+      start = time.perf_counter()
+      for _ in range(args.batches):
+        next(iterator)
+      elapsed = time.perf_counter() - start
+      name = "AUTOTUNE" if calls < 0 else str(calls)
+      print(f"source={source:<6} num_parallel_calls={name:>8}: {args.batches / elapsed:7.2f} "
+            f"batches/s {args.batches * config.batch_size / elapsed:8.1f} examples/s "
+            f"(setup {setup:.1f} s)", flush=True)
 
 
 def benchmark_stft(args) -> None:
@@ -134,6 +160,11 @@ def main() -> None:
   parser.add_argument("--data_size", default="tiny", help="SynthMUSIC size to generate")
   parser.add_argument("--parallel_calls", type=int, nargs="+", default=[1, 2, -1],
                       help="num_parallel_calls values to try (-1 = AUTOTUNE)")
+  parser.add_argument("--source", nargs="+", choices=("folder", "tfds"),
+                      default=["folder", "tfds"], help="config.data.source values to time")
+  parser.add_argument("--tfds_name", default="",
+                      help="TFDS build of --root (default: SynthMUSIC built under /tmp)")
+  parser.add_argument("--tfds_data_dir", default="")
   parser.add_argument("--batches", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   args = parser.parse_args()

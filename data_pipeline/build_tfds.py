@@ -8,7 +8,8 @@
 ROOT is what `python -m data_pipeline.preprocess` wrote. Add --skip_bad_clips to leave bad clips
 out (counted in the report and the dataset's metadata) instead of failing. Then train from it with
 config.data.source = "tfds", config.data.tfds_name = "<dataset>[/<size>]" and
-config.data.tfds_data_dir = DIR. The tfds CLI works too:
+config.data.tfds_data_dir = DIR. The builders also work with the tfds CLI where apache_beam is
+installed (tfds 4.9.10's `tfds build` imports it; the project does not pin it):
   tfds build --imports data_pipeline.tfds_builders synthmusic --config tiny --data_dir DIR \
       --file_format array_record [--manual_dir ROOT]
 (there, TRIBERT_TFDS_SKIP_BAD_CLIPS=1 skips bad clips).

@@ -60,6 +60,9 @@ Protocol:
     index rows, not tfds.even_splits), decoding and augmentation are shared, so both sources give
     identical batches for the same clips and seed. The TFDS path checks the crop lengths exactly
     like validate_clip; clips left out of a build with skip_bad_clips count as bad clips here.
+    A TFDS read parses a clip's whole record (all its frames and audio), so the store keeps the
+    last data.tfds_cache_mb MiB of clips (audio + JPEG bytes) in an LRU cache, filled while
+    the clips are validated.
 """
 
 from __future__ import annotations
@@ -238,12 +241,44 @@ class _TfdsClipStore(_ClipStore):
     if len(self.position) != len(source):
       raise ValueError(f"{name}: metadata lists {len(self.position)} {split} records, the "
                        f"files hold {len(source)} (rebuild the dataset)")
-    self._lock = threading.Lock()
+    # LRU cache of (audio int16, JPEG bytes) per row: reading a clip means reading and parsing
+    # its whole record (~2.8 MB for a 10 s SynthMUSIC clip) for 3 frames and a 6 s crop.
+    self._cache: collections.OrderedDict[int, tuple[np.ndarray, np.ndarray]] = \
+        collections.OrderedDict()
+    self._cache_bytes = 0
+    self._cache_limit = int(config.tfds_cache_mb) * 2**20
+    self._cache_lock = threading.Lock()  # tf.data runs the loaders on several threads
+
+  def _remember(self, row: int, data: tuple[np.ndarray, np.ndarray]) -> None:
+    """Caches a clip's audio and frames, evicting the least recently used over the budget."""
+    size = data[0].nbytes + sum(len(x) for x in data[1])
+    if size > self._cache_limit:
+      return
+    with self._cache_lock:
+      if row in self._cache:
+        return
+      self._cache[row] = data
+      self._cache_bytes += size
+      while self._cache_bytes > self._cache_limit:
+        _, (audio, frames) = self._cache.popitem(last=False)
+        self._cache_bytes -= audio.nbytes + sum(len(x) for x in frames)
+
+  def _clip_data(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """(audio int16 [samples], JPEG bytes [F]) of a row, from the cache or the record."""
+    with self._cache_lock:
+      data = self._cache.get(row)
+      if data is not None:
+        self._cache.move_to_end(row)
+        return data
+    example = self._example(row)
+    data = (example["audio"], example["frames"])
+    self._remember(row, data)
+    return data
 
   def _example(self, row: int) -> dict[str, Any]:
     """The decoded example of index row `row`."""
-    with self._lock:  # one reader per split file; reads are short, decoding dominates
-      example = self.source[self.position[row]]
+    # ArrayRecordDataSource shares one thread-safe reader per shard: no lock needed.
+    example = self.source[self.position[row]]
     if int(example["row"]) != row:
       raise ValueError(f"{self.name}: {self.split} record {self.position[row]} holds row "
                        f"{example['row']}, metadata says {row} (rebuild the dataset)")
@@ -259,6 +294,7 @@ class _TfdsClipStore(_ClipStore):
     if record.row not in self.position:
       raise ValueError(f"{self.name}: {self.split} row {record.row} ({record.id}) has no record")
     example = self._example(record.row)
+    self._remember(record.row, (example["audio"], example["frames"]))  # warm for the first epoch
     num_samples = int(example["audio"].shape[0])
     if num_samples < c.audio_length:
       raise dataset_index.BadClipError(record.audio, f"{num_samples} samples, shorter than the "
@@ -307,11 +343,12 @@ class _TfdsClipStore(_ClipStore):
 
   def read_audio(self, row, start) -> np.ndarray:
     """float32 [L] crop: int16 / 32768, exactly what soundfile reads from the PCM16 wav."""
-    return self._audio_crop(self._example(int(row)), int(row), int(start))
+    return self._audio_crop(self._clip_data(int(row))[0], int(row), int(start))
 
-  def _audio_crop(self, example, row: int, start: int) -> np.ndarray:
+  def _audio_crop(self, samples: np.ndarray, row: int, start: int) -> np.ndarray:
+    """float32 [L] crop of int16 samples."""
     length = self.config.audio_length
-    audio = example["audio"][start:start + length].astype(np.float32) / np.float32(32768.0)
+    audio = samples[start:start + length].astype(np.float32) / np.float32(32768.0)
     if audio.shape != (length,):
       raise dataset_index.BadClipError(self.records[row].audio, f"read {audio.shape} samples at "
                                        f"{start}, expected ({length},)", "audio_too_short")
@@ -320,10 +357,10 @@ class _TfdsClipStore(_ClipStore):
   def read_clip(self, row, start, center) -> tuple[np.ndarray, np.ndarray]:
     """Audio crop float32 [L] and the T frames' JPEG bytes [T] of one video (one record read)."""
     row = int(row)
-    example = self._example(row)
+    samples, frames = self._clip_data(row)
     first = int(center) - self.config.num_frames // 2
-    return (self._audio_crop(example, row, int(start)),
-            example["frames"][first:first + self.config.num_frames])
+    return (self._audio_crop(samples, row, int(start)),
+            frames[first:first + self.config.num_frames])
 
 
 @dataclasses.dataclass

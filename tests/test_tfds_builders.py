@@ -126,13 +126,14 @@ def test_synthmusic_examples_hold_the_clip_files_unmodified(synthmusic_built, ca
   assert "train      46 clips" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("process_index", [0, 1])
-def test_folder_and_tfds_give_identical_train_batches(synthmusic_built, process_index):
+@pytest.mark.parametrize("process_index, cache_mb", [(0, 1024), (1, 0)])
+def test_folder_and_tfds_give_identical_train_batches(synthmusic_built, process_index, cache_mb):
   root, data_dir = synthmusic_built
   batches = {}
   for source in ("folder", "tfds"):
     config = data_config(root=str(root), source=source, tfds_name="synthmusic/tiny",
-                         tfds_data_dir=str(data_dir), multi_source=True, batch_size=4)
+                         tfds_data_dir=str(data_dir), multi_source=True, batch_size=4,
+                         tfds_cache_mb=cache_mb)
     pipeline = input_pipeline.build_train_pipeline(config, seed=11, process_index=process_index,
                                                    process_count=2)
     batches[source] = list(itertools.islice(iter(pipeline), 3))

@@ -18,6 +18,7 @@ def get_data_config(size: str = "paper") -> ml_collections.ConfigDict:
   c.root = ""  # dataset root (labels.json, index/, frames/, audio/, pose/); needed for "folder"
   c.tfds_name = ""  # "tfds": builder[/config], e.g. "synthmusic/tiny", "music21", "music"
   c.tfds_data_dir = ""  # "tfds": build_tfds's --data_dir; "" = TFDS default (~/tensorflow_datasets)
+  c.tfds_cache_mb = 1024  # "tfds": MiB of clips' audio + JPEG bytes kept per pipeline (LRU; 0 off)
   c.num_classes = 21  # must equal len(labels.json classes): 21 MUSIC21 / SynthMUSIC, 11 MUSIC
   c.train_split = "train"  # index/<train_split>.csv feeds training
   c.eval_split = "test"  # index/<eval_split>_mixtures_n<num_mix>.csv is scored ("val" or "test")
