@@ -426,7 +426,8 @@ POSE_ENCODER_PREFIX_MAP = (("stgcn", "pose_encoder/stgcn"),)
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains config.phase in workdir (resuming if it holds a checkpoint) and evaluates.
 
-  Returns {"step", "train": last logged train scalars, "eval": last evaluation scalars}.
+  Returns {"step", "train": last logged train scalars, "eval": last evaluation scalars,
+  "history": [(step, train scalars) for every logged step]}.
   """
   write_config(config, workdir)
   prepare_dataset(config)
@@ -469,6 +470,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logged: list[dict[str, np.ndarray]] = []
   last_train: dict[str, float] = {}
   last_eval: dict[str, float] = {}
+  history: list[tuple[int, dict[str, float]]] = []
   log_start = (time.monotonic(), start_step)
 
   def drain(limit: int) -> None:
@@ -500,6 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         last_train["train/steps_per_sec"] = steps_done / max(seconds, 1e-9)
         last_train["train/examples_per_sec"] = steps_done * global_batch / max(seconds, 1e-9)
         writer.write_scalars(step, last_train)
+        history.append((step, last_train))
         eta = (total_steps - step) / max(last_train["train/steps_per_sec"], 1e-9)
         logging.info("step %d/%d: loss %.4f, %.2f steps/s, %.1f examples/s, ETA %.0f s", step,
                      total_steps, last_train["train/loss"], last_train["train/steps_per_sec"],
@@ -523,7 +526,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer.wait_until_finished()
     checkpointer.close()
     writer.flush()
-  return {"step": int(state.step), "train": last_train, "eval": last_eval}
+  return {"step": int(state.step), "train": last_train, "eval": last_eval, "history": history}
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,

@@ -1,0 +1,92 @@
+"""Every config in configs/*.py, with every size argument, builds and its model initialises."""
+
+import importlib
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.parts import train as train_config
+from tribert_jax import checkpointing
+from tribert_jax import train
+from tribert_jax.models import stgcn
+from tribert_jax.models import tribert
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__init__")
+
+
+def test_every_phase_config_is_listed():
+  assert CONFIG_FILES == ["finetune", "pose_pretrain", "pretrain"]
+
+
+def _abstract_variables(config):
+  """jax.eval_shape of the phase's model init (no FLOPs, no memory)."""
+  if config.phase == "pose_pretrain":
+    model = stgcn.PoseClassifier(config=config.model)
+    i = config.model.input
+    pose = jnp.zeros((1, i.num_persons, i.pose_window, i.num_joints, 3))
+    mask = jnp.ones((1, i.num_persons, i.pose_window))
+    init = lambda rng: model.init({"params": rng, "dropout": rng}, pose, mask, train=False)  # noqa: E731
+  else:
+    model = tribert.TriBERT(config=config.model)
+    inputs = tribert.example_inputs(config.model, batch_size=1)
+    init = lambda rng: model.init({"params": rng, "dropout": rng, "masking": rng}, inputs,  # noqa: E731
+                                  train=False)
+  return jax.eval_shape(init, jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("size", train_config.SIZES)
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_config_builds_and_model_initialises(name, size):
+  config = importlib.import_module(f"configs.{name}").get_config(size)
+  assert config.size == size and config.phase == name
+  # Model input sizes follow the data keys (one override changes both).
+  assert config.model.input.image_size == config.data.image_size
+  assert config.model.num_classes == config.data.num_classes
+  assert config.data.batch_size % config.grad_accum_steps == 0
+  variables = _abstract_variables(config)
+  params = variables["params"]
+  assert jax.tree.leaves(params)
+  if name == "finetune":
+    assert config.data.num_classes == 11 and config.init.checkpoint
+  if name == "pose_pretrain":
+    assert "stgcn" in params
+  else:
+    # The pose pre-training checkpoint maps onto TriBERT's pose encoder.
+    assert all(target.split("/")[0] in params for _, target in train.POSE_ENCODER_PREFIX_MAP)
+
+
+def test_config_argument_is_checked():
+  with pytest.raises(ValueError, match="config argument must be one of"):
+    importlib.import_module("configs.pretrain").get_config("huge")
+
+
+def test_linked_keys_follow_overrides():
+  config = importlib.import_module("configs.pretrain").get_config("tiny")
+  config.data.image_size = 48
+  config.data.num_classes = 11
+  assert config.model.input.image_size == 48 and config.model.num_classes == 11
+
+
+def test_finetune_reinitialises_exactly_the_class_dependent_layers():
+  """Pretrain (21 classes) -> finetune (11): the reinit patterns cover every shape change."""
+  pretrain_params = _abstract_variables(
+      importlib.import_module("configs.pretrain").get_config("tiny"))["params"]
+  finetune_config = importlib.import_module("configs.finetune").get_config("tiny")
+  finetune_params = _abstract_variables(finetune_config)["params"]
+  zeros = lambda tree: jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), nn_unbox(tree))  # noqa: E731
+  merged, report = checkpointing.map_parameters(
+      zeros(finetune_params), zeros(pretrain_params),
+      reinit_patterns=finetune_config.init.reinit_patterns)
+  changed = {p for p, v in checkpointing.flatten(zeros(finetune_params)).items()
+             if checkpointing.flatten(zeros(pretrain_params))[p].shape != v.shape}
+  assert changed and changed <= set(report.reinitialised)
+  assert report.copied and not report.unused_source and merged
+
+
+def nn_unbox(tree):
+  """Strips logical-partitioning boxes."""
+  return tribert.unbox(tree)
