@@ -23,7 +23,9 @@ import multiprocessing
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
+import tempfile
 import wave
 
 import numpy as np
@@ -307,15 +309,48 @@ def _render_all(root: pathlib.Path, plan: list[ClipSpec], seed: int, soundfont: 
     for job in jobs:
       _worker_render(job)
       bar.update()
+  elif any(m in sys.modules for m in ("jax", "tensorflow", "torch")):
+    # Forking a process that already runs JAX/TensorFlow threads can deadlock, and spawn would
+    # re-import the caller's main script (which may lack a __main__ guard): render in a fresh
+    # Python process instead, which forks its own pool.
+    bar.close()
+    _render_in_subprocess(root, plan, seed, soundfont, workers, progress, desc)
+    return
   else:
-    # fork is fastest and needs no `if __name__ == "__main__"` guard in the caller, but forking a
-    # process that already runs JAX/TensorFlow threads can deadlock: spawn then.
-    threaded = any(m in sys.modules for m in ("jax", "tensorflow", "torch"))
-    context = multiprocessing.get_context("spawn" if threaded else "fork")
-    with context.Pool(workers, initializer=_init_worker, initargs=(bank, str(soundfont))) as pool:
+    with multiprocessing.get_context("fork").Pool(
+        workers, initializer=_init_worker, initargs=(bank, str(soundfont))) as pool:
       for _ in pool.imap_unordered(_worker_render, jobs):
         bar.update()
   bar.close()
+
+
+def _render_in_subprocess(root: pathlib.Path, plan: list[ClipSpec], seed: int,
+                          soundfont: pathlib.Path, workers: int, progress: bool, desc: str) -> None:
+  """Runs _render_all in a new interpreter (no threads inherited); raises if it fails."""
+  job = {"root": str(root), "plan": [dataclasses.asdict(c) for c in plan], "seed": seed,
+         "soundfont": str(soundfont), "workers": workers, "progress": progress, "desc": desc}
+  with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+    json.dump(job, f)
+  env = dict(os.environ)
+  package_root = str(pathlib.Path(__file__).resolve().parents[1])
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+  code = "import sys; from data_pipeline import synthmusic; synthmusic._render_from_file(sys.argv[1])"
+  try:
+    result = subprocess.run([sys.executable, "-c", code, f.name], env=env, stdout=subprocess.PIPE,
+                            stderr=None if progress else subprocess.PIPE, text=True)
+  finally:
+    os.unlink(f.name)
+  if result.returncode != 0:
+    raise RuntimeError(f"SynthMUSIC rendering into {root} failed (exit {result.returncode}): "
+                       f"{(result.stderr or '')[-2000:]}")
+
+
+def _render_from_file(path: str) -> None:
+  """Subprocess side of _render_in_subprocess."""
+  job = json.loads(pathlib.Path(path).read_text())
+  plan = [ClipSpec(**{**c, "classes": tuple(c["classes"])}) for c in job["plan"]]
+  _render_all(pathlib.Path(job["root"]), plan, job["seed"], pathlib.Path(job["soundfont"]),
+              job["workers"], job["progress"], job["desc"])
 
 
 def generate(out_dir, size: str = "default", seed: int = 0, soundfont=None,
