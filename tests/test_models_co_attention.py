@@ -38,7 +38,7 @@ def np_co_attention(params, hidden, masks, concat):
   gelu = lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2)))
   out = {}
   for s in hidden:
-    others = [o for o in hidden if o != s]
+    others = [o for o in sorted(hidden) if o != s]  # the layer's fixed (sorted) order
     q = np_dense(params[f"{s}_query"], hidden[s])
     ks = [np_dense(params[f"{o}_key"], hidden[o]) for o in others]
     vs = [np_dense(params[f"{o}_value"], hidden[o]) for o in others]
@@ -82,7 +82,8 @@ def test_co_attention_matches_numpy(concat, lengths):
   rng = np.random.default_rng(1)
   params = jax.tree.map(lambda x: jnp.asarray(np.asarray(x) + 0.1 * rng.standard_normal(x.shape),
                                               jnp.float32), variables["params"])
-  got = layer.apply({"params": params}, hidden, masks)
+  # Under jit the streams arrive with sorted keys: the result must not depend on dict order.
+  got = jax.jit(layer.apply)({"params": params}, hidden, masks)
   expected = np_co_attention(jax.tree.map(np.asarray, params), hidden, masks, concat)
   for s in hidden:
     assert got[s].shape == hidden[s].shape
@@ -96,11 +97,12 @@ def test_masked_keys_and_other_examples_have_no_influence():
   hidden, masks = random_streams(lengths, dict(visual=16, pose=12, audio=8))
   layer = TriModalCoAttention(WIDTH, HEADS, INTERMEDIATE, "tokens", deterministic=True)
   variables = layer.init(jax.random.PRNGKey(0), hidden, masks)
-  base = layer.apply(variables, hidden, masks)
+  apply = layer.apply
+  base = apply(variables, hidden, masks)
   changed = {k: v.copy() for k, v in hidden.items()}
   changed["pose"][0][masks["pose"][0] == 0] += 10.0  # padded pose tokens of example 0
   changed["pose"][1] += 5.0  # everything of example 1
-  out = layer.apply(variables, changed, masks)
+  out = apply(variables, changed, masks)
   for s in ("visual", "audio"):  # they only read pose keys/values
     np.testing.assert_allclose(out[s][0], base[s][0], atol=1e-5)
     assert not np.allclose(out[s][1], base[s][1])

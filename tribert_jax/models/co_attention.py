@@ -57,7 +57,8 @@ class TriModalCoAttention(nn.Module):
   def __call__(self, hidden: Mapping[str, jax.Array],
                masks: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    names = list(hidden)
+    # Sorted stream names fix the concatenation order (jit also re-orders dict keys).
+    names = sorted(hidden)
     if len(names) < 2:
       raise ValueError("co-attention needs at least two streams")
     if self.concat not in ("tokens", "features"):
@@ -101,4 +102,4 @@ class TriModalCoAttention(nn.Module):
       y = layers.layer_norm(name=f"{s}_output_norm", **kw)(hidden[s] + y)
       out[s] = FeedForward(self.intermediate_size, self.dropout, self.activation,
                            self.deterministic, name=f"{s}_feed_forward", **kw)(y)
-    return out
+    return {s: out[s] for s in hidden}

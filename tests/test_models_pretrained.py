@@ -1,0 +1,100 @@
+"""Loading a torchvision-style ResNet .npz and a PoseClassifier's ST-GCN into TriBERT variables."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.parts.model import get_model_config
+from tribert_jax.models import pretrained
+from tribert_jax.models.stgcn import PoseClassifier
+from tribert_jax.models.tribert import TriBERT, example_inputs, unbox
+
+
+def abstract_tribert(cfg):
+  inputs = jax.eval_shape(lambda: example_inputs(cfg, 1, 1))
+  rngs = {k: jax.random.PRNGKey(0) for k in ("params", "dropout", "masking")}
+  return jax.eval_shape(lambda x: TriBERT(cfg).init(rngs, x, train=False), inputs)
+
+
+def zeros_like_tree(tree):
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+
+
+def torchvision_state(cfg, rng):
+  """A random torchvision-layout ResNet state dict with the tiny config's shapes (OIHW)."""
+  w = cfg.visual.resnet_width
+  state = {"conv1.weight": (w, 3, 7, 7)}
+  bn = lambda name, c: {f"{name}.{f}": (c,) for f in
+                        ("weight", "bias", "running_mean", "running_var")}
+  state.update(bn("bn1", w))
+  cin = w
+  for s, blocks in enumerate(cfg.visual.resnet_stage_sizes):
+    width = w * 2**s
+    for b in range(blocks):
+      p = f"layer{s + 1}.{b}"
+      state[f"{p}.conv1.weight"] = (width, cin, 1, 1)
+      state[f"{p}.conv2.weight"] = (width, width, 3, 3)
+      state[f"{p}.conv3.weight"] = (4 * width, width, 1, 1)
+      for i, c in ((1, width), (2, width), (3, 4 * width)):
+        state.update(bn(f"{p}.bn{i}", c))
+      if b == 0:
+        state[f"{p}.downsample.0.weight"] = (4 * width, cin, 1, 1)
+        state.update(bn(f"{p}.downsample.1", 4 * width))
+        state[f"{p}.downsample.1.num_batches_tracked"] = ()
+      cin = 4 * width
+  state["fc.weight"], state["fc.bias"] = (1000, cin), (1000,)
+  return {k: rng.standard_normal(s).astype(np.float32) for k, s in state.items()}
+
+
+def test_load_resnet_npz_places_every_tensor(tmp_path):
+  cfg = get_model_config("tiny")
+  state = torchvision_state(cfg, np.random.default_rng(0))
+  path = tmp_path / "resnet50.npz"
+  np.savez(path, **state)
+  boxed = zeros_like_tree(abstract_tribert(cfg))
+  loaded = pretrained.load_resnet_npz(boxed, path)
+  resnet = unbox(loaded)["params"]["visual_encoder"]["resnet"]
+  stats = loaded["batch_stats"]["visual_encoder"]["resnet"]
+  np.testing.assert_array_equal(resnet["conv1"]["kernel"], state["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(resnet["layer2_0"]["conv2"]["kernel"],
+                                state["layer2.0.conv2.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(resnet["layer3_0"]["downsample_bn"]["scale"],
+                                state["layer3.0.downsample.1.weight"])
+  np.testing.assert_array_equal(stats["layer1_0"]["bn3"]["var"], state["layer1.0.bn3.running_var"])
+  # Logical-partitioning boxes survive; nothing outside the ResNet changed.
+  assert loaded["params"]["visual_encoder"]["resnet"]["conv1"]["kernel"].names[-1] == "conv_out"
+  assert not np.any(unbox(loaded)["params"]["visual_encoder"]["feature_conv"]["kernel"])
+
+
+def test_load_resnet_npz_errors_name_file_and_key(tmp_path):
+  cfg = get_model_config("tiny")
+  state = torchvision_state(cfg, np.random.default_rng(0))
+  variables = zeros_like_tree(unbox(abstract_tribert(cfg)))
+  bad = dict(state)
+  bad["layer1.0.conv1.weight"] = np.zeros((3, 3, 1, 1), np.float32)
+  np.savez(tmp_path / "bad.npz", **bad)
+  with pytest.raises(ValueError, match=r"bad\.npz.*layer1\.0\.conv1\.weight"):
+    pretrained.load_resnet_npz(variables, tmp_path / "bad.npz")
+  missing = {k: v for k, v in state.items() if k != "layer4.0.bn2.running_mean"}
+  np.savez(tmp_path / "missing.npz", **missing)
+  with pytest.raises(ValueError, match=r"missing\.npz.*layer4_0/bn2/mean"):
+    pretrained.load_resnet_npz(variables, tmp_path / "missing.npz")
+  with pytest.raises(FileNotFoundError):
+    pretrained.load_resnet_npz(variables, tmp_path / "absent.npz")
+
+
+def test_pose_classifier_stgcn_loads_into_tribert():
+  cfg = get_model_config("tiny")
+  clf = PoseClassifier(cfg)
+  pose, mask = jnp.ones((1, 2, 16, 68, 3)), jnp.ones((1, 2, 16))
+  clf_vars = clf.init(jax.random.PRNGKey(0), pose, mask)
+  tribert_vars = zeros_like_tree(unbox(abstract_tribert(cfg)))
+  out = pretrained.load_pose_classifier(tribert_vars, clf_vars)
+  got = out["params"]["pose_encoder"]["stgcn"]
+  want = unbox(clf_vars)["params"]["stgcn"]
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  np.testing.assert_array_equal(out["batch_stats"]["pose_encoder"]["stgcn"]["data_bn"]["var"],
+                                clf_vars["batch_stats"]["stgcn"]["data_bn"]["var"])

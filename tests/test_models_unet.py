@@ -1,0 +1,60 @@
+"""Attention U-Net: shapes, per-video conditioning, both bottleneck fusions, depth checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.parts.model import get_model_config
+from tribert_jax.models import unet
+
+
+def test_one_mask_per_video_conditioned_on_its_feature():
+  cfg = get_model_config("tiny")
+  model = unet.AttentionUNet(cfg)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 256, 256))
+  fused = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 12))
+  fused = fused.at[:, 2].set(fused[:, 0])  # videos 0 and 2 carry the same feature
+  # Parameters do not depend on the spectrogram size: initialise on a small one (cheaper).
+  variables = jax.jit(lambda k, x, f: model.init(k, x, f, train=False))(
+      jax.random.PRNGKey(2), x[:, :32, :32], fused)
+  apply = jax.jit(lambda v, x, f: model.apply(v, x, f, train=False))
+  logits = apply(variables, x, fused)
+  assert logits.shape == (2, 3, 256, 256)
+  np.testing.assert_allclose(logits[:, 0], logits[:, 2], atol=1e-5)
+  assert not np.allclose(logits[:, 0], logits[:, 1])
+  # The encoder runs per mixture: the parameters hold one encoder, batch_stats have no N axis.
+  assert variables["batch_stats"]["down0"]["bn0"]["mean"].shape == (cfg.unet.base_channels,)
+  # Another example's mixture does not leak into this one.
+  other = apply(variables, x.at[1].set(0.0), fused)
+  np.testing.assert_allclose(other[0], logits[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["self_attention", "release"])
+def test_bottleneck_fusion_uses_the_feature(kind):
+  fusion = unet.BottleneckFusion(kind, num_heads=2)
+  bottleneck = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 8))
+  f = jax.random.normal(jax.random.PRNGKey(1), (2, 6))
+  v = fusion.init(jax.random.PRNGKey(2), bottleneck, f)
+  out = fusion.apply(v, bottleneck, f)
+  assert out.shape == bottleneck.shape
+  other = fusion.apply(v, bottleneck, f.at[1].set(-f[1]))
+  np.testing.assert_allclose(other[0], out[0], atol=1e-6)
+  assert not np.allclose(other[1], out[1])
+
+
+def test_attention_gate_scales_the_skip_into_zero_one():
+  gate = unet.AttentionGate(inter_features=2)
+  skip = jnp.ones((1, 4, 4, 3))
+  g = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 4, 3))
+  v = gate.init(jax.random.PRNGKey(1), skip, g)
+  out = gate.apply(v, skip, g)
+  assert bool(jnp.all((out >= 0) & (out <= 1)))
+
+
+def test_depth_must_divide_the_spectrogram():
+  cfg = get_model_config("tiny")
+  cfg.unet.depth = 9
+  with pytest.raises(ValueError, match="depth"):
+    unet.AttentionUNet(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 256, 256)),
+                                 jnp.zeros((1, 2, 4)), train=False)

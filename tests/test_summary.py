@@ -1,0 +1,36 @@
+"""tribert_jax.summary: parameter table, FLOPs and config resolution."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs.parts.model import get_model_config
+from tribert_jax import summary
+
+
+def test_summary_of_tiny_config_counts_params_and_flops():
+  cfg = get_model_config("tiny")
+  variables, inputs = summary.abstract_variables(cfg)
+  params = summary.parameter_table(variables)
+  assert sum(params.values()) == summary.count(variables["params"])
+  assert {"visual_encoder", "pose_encoder", "audio_encoder", "encoder", "separation_net"} <= set(
+      params)
+  total, per_module = summary.flops_table(cfg, variables, inputs)
+  assert total > 0 and per_module["separation_net"] > 0 and per_module["visual_encoder"] > 0
+  # The top-level modules account for (about) the whole forward pass.
+  assert 0.9 * total < sum(per_module.values()) < 1.1 * total
+  text = summary.summarize(cfg, flops=False)
+  assert "total" in text and f"{sum(params.values()):,}" in text
+
+
+def test_resolve_config_reads_model_and_data_sizes():
+  cfg = ml_collections.ConfigDict()
+  cfg.model = get_model_config("tiny", "release")
+  cfg.data = ml_collections.ConfigDict(dict(num_mix=3, num_frames=2, image_size=32,
+                                            pose_window=16))
+  model = summary.resolve_config(cfg)
+  assert model.input.num_mix == 3 and model.input.image_size == 32
+  assert model.variant == "release"
+  assert summary.resolve_config(get_model_config("tiny")).size == "tiny"
+  with pytest.raises(ValueError, match="no .model"):
+    summary.resolve_config(ml_collections.ConfigDict(dict(data=1)))
