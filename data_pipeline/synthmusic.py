@@ -74,7 +74,8 @@ class ClipSpec:
 
   @property
   def num_samples(self) -> int:
-    return int(round(self.duration * SAMPLE_RATE))
+    # Tied to the frame count so audio and frames always cover the same span.
+    return self.num_frames * SAMPLE_RATE // FPS
 
   def paths(self) -> dict[str, str]:
     """Paths relative to the dataset root."""
