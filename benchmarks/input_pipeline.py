@@ -64,10 +64,14 @@ def benchmark_pipeline(args) -> None:
   config.multi_source = True
   if "tfds" in args.source:
     config.tfds_name, config.tfds_data_dir = _tfds_build(args, root)
+    if args.tfds_cache_mb is not None:
+      config.tfds_cache_mb = args.tfds_cache_mb
   print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; config size {args.size}: batch {config.batch_size}, "
         f"N {config.num_mix}, T {config.num_frames}, S {config.image_size}, "
-        f"W {config.pose_window}; data {root}")
+        f"W {config.pose_window}; data {root}"
+        + (f"; tfds {config.tfds_name} cache {config.tfds_cache_mb} MiB"
+           if "tfds" in args.source else ""))
   for calls in args.parallel_calls:
     config.num_parallel_calls = calls
     for source in args.source:  # alternated, so a change of machine load hits both sources
@@ -165,6 +169,8 @@ def main() -> None:
   parser.add_argument("--tfds_name", default="",
                       help="TFDS build of --root (default: SynthMUSIC built under /tmp)")
   parser.add_argument("--tfds_data_dir", default="")
+  parser.add_argument("--tfds_cache_mb", type=int, default=None,
+                      help="config.data.tfds_cache_mb (default: the config's)")
   parser.add_argument("--batches", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   args = parser.parse_args()
