@@ -282,7 +282,6 @@ def _drum_pattern(rng: np.random.Generator, duration: float) -> list[Note]:
 
 def _conga_part(bank, rng, duration) -> list[Note]:
   """Conga strokes on the rhythm of a corpus melody: high notes on the high drum, low on the low."""
-  sound = GM_MAP["congas"]
   melody = _melody(bank, rng, InstrumentSound(0, "", 48, 72, ""), duration, rest_probability=0.04)
   notes = melody["notes"]
   if not notes:
@@ -300,7 +299,6 @@ def _conga_part(bank, rng, duration) -> list[Note]:
     if n.end - n.start > 0.5 and rng.random() < 0.5:  # ghost stroke inside long notes
       t = n.start + (n.end - n.start) / 2
       out.append(Note(t, t + 0.1, 62, max(30, n.velocity - 30), 1 - voice))
-  del sound
   return out
 
 

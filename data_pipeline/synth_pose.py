@@ -283,9 +283,11 @@ def _motion(category: str, notes: list[Note], t: np.ndarray, rng: np.random.Gene
     right_notes, right_on = by_voice(0)
     left_notes, left_on = by_voice(1)
     _, foot_on = by_voice(2)
+    # Before its first hit each hand hovers over its home drum (hi-hat / snare).
     rpos = _latest(t, right_on, [positions.get(n.pitch, (0.15, -0.38)) for n in right_notes],
-                   0)
-    lpos = _latest(t, left_on, [positions.get(n.pitch, (0.18, -0.08)) for n in left_notes], 0)
+                   (0.45, -0.32))
+    lpos = _latest(t, left_on, [positions.get(n.pitch, (0.18, -0.08)) for n in left_notes],
+                   (0.18, -0.08))
     if rpos.ndim == 1:
       rpos = np.tile([0.45, -0.32], (T, 1))
     if lpos.ndim == 1:
