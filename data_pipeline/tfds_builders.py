@@ -35,6 +35,16 @@ rows of every split (index), record -> row maps (rows), the fixed val/test mixtu
 (mixtures, as {mixture_id, clips}), the build report (skipped clips by kind, bad files) and the
 source (manual_dir, SynthMUSIC generation parameters).
 
+Which source to train from (config.data.source): both give identical batches. The folder layout
+reads only the 3 JPEGs and the 6 s of audio an example needs; a TFDS read decompresses and parses
+the clip's whole record (~2.8 MB for a 10 s SynthMUSIC clip, tens of MB for a multi-minute MUSIC
+video), which the input pipeline offsets with an LRU cache (data.tfds_cache_mb) filled while it
+validates the clips at start-up (that pass reads every clip record of the host once). So: TFDS for
+SynthMUSIC and for any dataset whose host shard fits the cache, for shared or remote storage
+(a few large files instead of tens of thousands), for moving a dataset between machines, and for
+a versioned record of exactly what was trained on; the folder layout for real MUSIC21 / MUSIC on
+a local disk, where clips are long and the cache holds only a fraction of them.
+
 Bad clips: every clip is checked with dataset_index.validate_clip (files present, headers, frame
 folder complete, pose file) before anything is written, then fully read (every JPEG must start
 and end with JPEG markers, the wavs and the pose JSON must parse). Any bad clip fails the build
@@ -48,6 +58,7 @@ clip exactly as it does for the folder layout.
 from __future__ import annotations
 
 import collections
+import csv
 import json
 import os
 import pathlib
@@ -188,8 +199,6 @@ def load_clip_example(record: dataset_index.ClipRecord, info: dataset_index.Data
 
 def _read_csv_rows(path: pathlib.Path) -> list[dict[str, str]]:
   """Rows of a CSV file as dicts (the index / mixture files, kept verbatim in the metadata)."""
-  import csv
-
   with path.open(newline="") as handle:
     return list(csv.DictReader(handle))
 
@@ -379,7 +388,7 @@ written by the project's ingestion command:
    MUSIC_solo_videos.json and MUSIC_duet_videos.json.
 2. Download every listed id as <youtube_id>.mp4 (any of mp4/webm/mkv) into VIDEOS/, e.g.
    `yt-dlp -f "bv*[height<=480]+ba/b" -o "VIDEOS/%(id)s.%(ext)s" -a ids.txt`. Some ids are gone
-   (TriBERT found 314 of MUSIC21 missing); they are counted, not fatal, with --allow_missing.
+   (TriBERT found 314 of MUSIC21 missing); step 5 counts them, not fatal with --allow_missing.
 3. Split files in SPLITS/: train.txt, test.txt (optional val.txt), one id per line. TriBERT:
    its release's 80/20 split (840 train / 211 test ids, github.com/ubc-vision/TriBERT); MUSIC:
    the co-separation train/val/test split.
