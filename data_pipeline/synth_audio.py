@@ -56,7 +56,8 @@ GM_MAP: dict[str, InstrumentSound] = {
                             "a drum kit, as MUSIC21's drum videos show"),
     "electric_bass": InstrumentSound(33, "Electric Bass (finger)", 28, 52, "GM has it"),
     "erhu": InstrumentSound(110, "Fiddle", 62, 86, "GM lacks erhu: the closest bowed two-string "
-                            "timbre is Fiddle; played high with portamento slides and wide vibrato"),
+                            "timbre is Fiddle; played high with portamento slides and wide "
+                            "vibrato"),
     "flute": InstrumentSound(73, "Flute", 67, 91, "GM has it"),
     "guzheng": InstrumentSound(107, "Koto", 50, 86, "GM lacks guzheng: koto is its Japanese "
                                "relative (plucked long zither); pentatonic glissandi added"),
@@ -243,7 +244,7 @@ def _chord(top: int, minor: bool, low: int) -> list[int]:
 
 
 def _drum_pattern(rng: np.random.Generator, duration: float) -> list[Note]:
-  """A rock/funk kit groove with variations, fills and crashes (voice 0 right hand, 1 left, 2 foot)."""
+  """A rock kit groove with variations, fills and crashes (voice 0 right hand, 1 left, 2 foot)."""
   spq = rng.uniform(0.38, 0.65)
   eighth = spq / 2
   notes = []
@@ -305,7 +306,8 @@ def _conga_part(bank, rng, duration) -> list[Note]:
 def arrange(category: str, rng: np.random.Generator, duration: float, bank) -> dict:
   """Note list plus expressive controls (vibrato, slides) for one player of `category`."""
   sound = GM_MAP[category]
-  bends: list[tuple[float, float, float, float]] = []  # (start, end, vibrato depth, slide semitones)
+  # (start, end, vibrato depth, slide semitones) per bent note
+  bends: list[tuple[float, float, float, float]] = []
   if category == "drum":
     notes = _drum_pattern(rng, duration)
   elif category == "congas":
@@ -342,8 +344,8 @@ def arrange(category: str, rng: np.random.Generator, duration: float, bank) -> d
       k = 0
       while t < n.end - 0.02:  # forward roll over the chord tones
         p = chord[k % 3] if k else n.pitch
-        notes.append(Note(t, min(t + 0.25, duration), p, int(np.clip(n.velocity - (0 if k == 0 else 12),
-                                                                         25, 127)), voice=k % 3))
+        velocity = int(np.clip(n.velocity - (0 if k == 0 else 12), 25, 127))
+        notes.append(Note(t, min(t + 0.25, duration), p, velocity, voice=k % 3))
         t += max(sixteenth, 0.09)
         k += 1
   elif category == "pipa":
@@ -375,8 +377,8 @@ def arrange(category: str, rng: np.random.Generator, duration: float, bank) -> d
                             voice=0))
       notes.append(n)
       if rng.random() < 0.25:  # octave doubling with the left hand
-        notes.append(Note(n.start, n.end, _fold(n.pitch - 12, sound.low, sound.high), n.velocity - 10,
-                          voice=1))
+        notes.append(Note(n.start, n.end, _fold(n.pitch - 12, sound.low, sound.high),
+                          n.velocity - 10, voice=1))
   elif category == "bagpipe":
     melody = _melody(bank, rng, sound, duration, rest_probability=0.0)
     notes = []
@@ -395,7 +397,8 @@ def arrange(category: str, rng: np.random.Generator, duration: float, bank) -> d
       if n.end - n.start > 0.6 and rng.random() < 0.5:
         t, k = n.start, 0
         while t < n.end:  # two-mallet roll
-          notes.append(Note(t, t + 0.1, n.pitch, int(np.clip(n.velocity - 10, 25, 127)), voice=k % 2))
+          notes.append(Note(t, t + 0.1, n.pitch, int(np.clip(n.velocity - 10, 25, 127)),
+                            voice=k % 2))
           t += 0.075
           k += 1
       else:

@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data_pipeline.synth_pose import BODY_EDGES, LEFT_HAND, RIGHT_HAND, Performance
+from data_pipeline.synth_pose import LEFT_HAND, RIGHT_HAND, Performance
 
 # Signature colours per class (RGB); every clip jitters them a little (lighting, make).
 COLOURS = {
@@ -207,7 +207,7 @@ def _draw_instrument(c: _Canvas, perf: Performance, frame: int, colour) -> None:
               colour, dark)
     for k in range(12):  # treble keys
       y = -0.97 + 0.065 * k
-      c.polygon([(left - 0.07, y), (left + 0.0, y), (left + 0.0, y + 0.05), (left - 0.07, y + 0.05)],
+      c.polygon([(left - 0.07, y), (left, y), (left, y + 0.05), (left - 0.07, y + 0.05)],
                 (250, 250, 250) if k % 3 else (10, 10, 10))
     n_folds = 7
     for k in range(n_folds):  # bellows folds
@@ -329,7 +329,8 @@ def _draw_player(draw: ImageDraw.ImageDraw, perf: Performance, style: Style, fra
   draw.chord((head[0] - rx, head[1] - ry - 2, head[0] + rx, head[1] + ry * 0.4), 180, 360,
              fill=style.hair)
   for j in (1, 2):  # eyes
-    draw.ellipse((kp[j][0] - 1.2, kp[j][1] - 1.2, kp[j][0] + 1.2, kp[j][1] + 1.2), fill=(20, 20, 20))
+    x, y = kp[j]
+    draw.ellipse((x - 1.2, y - 1.2, x + 1.2, y + 1.2), fill=(20, 20, 20))
   _draw_instrument(c, perf, frame, style.instrument)
   for a, b in ((5, 7), (7, 9), (6, 8), (8, 10)):
     seg(a, b, style.shirt if a in (5, 6) else _shade(style.shirt, 0.85), 0.12)
@@ -340,7 +341,8 @@ def _draw_player(draw: ImageDraw.ImageDraw, perf: Performance, style: Style, fra
     for finger in range(5):
       chain = [tuple(map(float, hand[0 if k == 0 else 1 + finger * 4 + k - 1]))
                for k in range(5)]
-      draw.line(chain[1:] if finger else chain, fill=_shade(style.skin, 0.9), width=max(1, int(0.03 * u)))
+      draw.line(chain[1:] if finger else chain, fill=_shade(style.skin, 0.9),
+                width=max(1, int(0.03 * u)))
   _draw_handheld(c, perf, frame, style)
 
 

@@ -1,6 +1,6 @@
-"""SynthMUSIC pose: Halpe-136 keypoints of a player whose arms, hands and fingers move with the notes
-in an instrument-specific way (bowing, strumming, plucking, pressing keys, striking, fingering),
-plus AlphaPose-like detection noise, missed detections and confidences."""
+"""SynthMUSIC pose: Halpe-136 keypoints of a player whose arms, hands and fingers move with the
+notes in an instrument-specific way (bowing, strumming, plucking, pressing keys, striking,
+fingering), plus AlphaPose-like detection noise, missed detections and confidences."""
 
 from __future__ import annotations
 
@@ -36,12 +36,6 @@ WINDS = {"bagpipe", "bassoon", "clarinet", "flute", "saxophone", "trumpet", "tub
 
 UPPER_ARM = 0.5
 FOREARM = 0.5
-
-# Halpe body skeleton (pairs of joint indices) used by the frame renderer.
-BODY_EDGES = ((17, 18), (18, 5), (18, 6), (5, 7), (7, 9), (6, 8), (8, 10), (18, 19), (19, 11),
-              (19, 12), (11, 13), (13, 15), (12, 14), (14, 16), (15, 20), (15, 24), (16, 21),
-              (16, 25))
-
 
 @dataclasses.dataclass
 class Performance:
@@ -204,7 +198,8 @@ def _motion(category: str, notes: list[Note], t: np.ndarray, rng: np.random.Gene
       down = (count % 2 == 1).astype(float)
       since, _ = _since_last(t, strokes)
       settle = np.exp(-np.where(np.isfinite(since), since, 10) / 0.35)
-      rw = pluck[None] + np.stack([0.04 * (down - 0.5), 0.2 * (down - 0.5) * (0.4 + 0.6 * settle)], 1)
+      rw = pluck[None] + np.stack([0.04 * (down - 0.5),
+                                   0.2 * (down - 0.5) * (0.4 + 0.6 * settle)], 1)
       rflex[:] = 0.6
       chord_shape = _latest(t, main_on, [n.pitch % 5 for n in main], 0).astype(int)
       for f in range(1, 5):
@@ -224,8 +219,9 @@ def _motion(category: str, notes: list[Note], t: np.ndarray, rng: np.random.Gene
   elif category == "guzheng":
     right_notes, right_on = by_voice(0)
     left_notes, left_on = by_voice(1)
-    x_right = _latest(t, right_on, [-0.85 + 1.2 * (1 - (n.pitch - sound.low) /
-                                                  (sound.high - sound.low)) for n in right_notes], -0.2)
+    span = sound.high - sound.low
+    x_right = _latest(t, right_on, [-0.85 + 1.2 * (1 - (n.pitch - sound.low) / span)
+                                    for n in right_notes], -0.2)
     rw = np.stack([x_right, -0.1 + 0.07 * _onset_pulses(t, right_on, 0.1)], 1)
     lw = np.stack([np.clip(x_right + 0.75, 0.2, 0.9),
                    -0.1 + 0.08 * _onset_pulses(t, left_on, 0.12)], 1)
@@ -341,7 +337,8 @@ def _motion(category: str, notes: list[Note], t: np.ndarray, rng: np.random.Gene
 # ---------------------------------------------------------------------------------------------
 
 
-def _elbow(shoulder: np.ndarray, wrist: np.ndarray, outward: float) -> tuple[np.ndarray, np.ndarray]:
+def _elbow(shoulder: np.ndarray, wrist: np.ndarray,
+           outward: float) -> tuple[np.ndarray, np.ndarray]:
   """Two-link inverse kinematics: (elbow, reachable wrist) [T,2] with the elbow bent outwards."""
   d = wrist - shoulder
   dist = np.linalg.norm(d, axis=1, keepdims=True)

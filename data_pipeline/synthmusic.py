@@ -149,7 +149,8 @@ def _write_wav(path: pathlib.Path, samples: np.ndarray) -> None:
     out.writeframes(samples.astype("<i2").tobytes())
 
 
-def _placements(spec: ClipSpec, rng: np.random.Generator) -> list[tuple[tuple[float, float], float]]:
+def _placements(spec: ClipSpec,
+                rng: np.random.Generator) -> list[tuple[tuple[float, float], float]]:
   """(hip centre in pixels, pixels per body unit) per player, so that everyone fits the frame."""
   out = []
   n = len(spec.classes)
@@ -227,7 +228,8 @@ def _write_csv(path: pathlib.Path, header, rows) -> None:
   path.write_text(buffer.getvalue())
 
 
-def _mixtures(clips: list[ClipSpec], n: int, count: int, rng: np.random.Generator) -> list[list[str]]:
+def _mixtures(clips: list[ClipSpec], n: int, count: int,
+              rng: np.random.Generator) -> list[list[str]]:
   """`count` distinct mixtures of n clips whose label sets are pairwise disjoint."""
   out: list[list[str]] = []
   seen: set[frozenset[str]] = set()
@@ -335,7 +337,8 @@ def _render_in_subprocess(root: pathlib.Path, plan: list[ClipSpec], seed: int,
   env = dict(os.environ)
   package_root = str(pathlib.Path(__file__).resolve().parents[1])
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-  code = "import sys; from data_pipeline import synthmusic; synthmusic._render_from_file(sys.argv[1])"
+  code = ("import sys; from data_pipeline import synthmusic; "
+          "synthmusic._render_from_file(sys.argv[1])")
   try:
     result = subprocess.run([sys.executable, "-c", code, f.name], env=env, stdout=subprocess.PIPE,
                             stderr=None if progress else subprocess.PIPE, text=True)
