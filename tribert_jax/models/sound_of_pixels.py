@@ -1,0 +1,207 @@
+"""Sound-of-Pixels (Zhao et al., ECCV 2018): the mix-and-separate baseline of the paper's Table 1.
+
+  model = SoundOfPixels(config=config.model)       # config.model from configs/sound_of_pixels.py
+  variables = model.init({"params": k}, inputs, train=False)
+  (outputs, intermediates), mutated = model.apply(variables, inputs, train=True,
+        mutable=["batch_stats"])
+  outputs, intermediates = model.apply(variables, inputs, train=False)
+
+Same inputs and `mask_logits` output as TriBERT (only frames and mix_warped are read), so the
+trainer's loss (tribert_jax.losses: only the separation term applies) and evaluation run
+unchanged. Three parts:
+  * video analysis network: dilated ResNet-18 per frame (the last stage dilated instead of
+    strided: stride 16), 3x3 conv to K channels, max-pool over the T frames, then over space,
+    sigmoid -> one K-vector per video;
+  * audio analysis network: U-Net on the log warped mixture magnitude (7 stride-2 4x4
+    down-convolutions, 7 upsample + 3x3 conv levels with skips) -> K channels, once per mixture;
+  * audio synthesizer: mask logit of video n = sum_k visual_k * alpha_k * audio_k + beta.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from tribert_jax.models import layers
+
+Dtype = Any
+
+
+def _kaiming() -> Any:
+  return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BasicBlock(nn.Module):
+  """ResNet-18 basic block: two 3x3 convs (first strided or dilated), projection shortcut."""
+  features: int
+  strides: int = 1
+  first_dilation: int = 1  # dilation of conv1
+  dilation: int = 1  # dilation of conv2
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    d = self.first_dilation
+    y = nn.Conv(self.features, (3, 3), strides=self.strides, padding=((d, d), (d, d)),
+                kernel_dilation=d, use_bias=False, name="conv1",
+                kernel_init=layers.partitioned(_kaiming(), (None, None, layers.CONV_IN,
+                                                            layers.CONV_OUT)), **kw)(x)
+    y = nn.relu(layers.batch_norm(train, name="bn1", **kw)(y))
+    d = self.dilation
+    y = nn.Conv(self.features, (3, 3), padding=((d, d), (d, d)), kernel_dilation=d,
+                use_bias=False, name="conv2",
+                kernel_init=layers.partitioned(_kaiming(), (None, None, layers.CONV_IN,
+                                                            layers.CONV_OUT)), **kw)(y)
+    y = layers.batch_norm(train, name="bn2", **kw)(y)
+    if x.shape[-1] != self.features or self.strides != 1:
+      x = layers.conv(self.features, (1, 1), strides=self.strides, use_bias=False,
+                      kernel_init=_kaiming(), name="downsample_conv", **kw)(x)
+      x = layers.batch_norm(train, name="downsample_bn", **kw)(x)
+    return nn.relu(x + y)
+
+
+class DilatedResNet(nn.Module):
+  """ResNet-18 trunk whose last stage is dilated (x2) instead of strided: [n,S,S,3] -> [n,S/16,S/16,8w]."""
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  width: int = 64
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = layers.conv(self.width, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
+                    kernel_init=_kaiming(), name="conv1", **kw)(images.astype(self.dtype))
+    x = nn.relu(layers.batch_norm(train, name="bn1", **kw)(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    last = len(self.stage_sizes) - 1
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for block in range(num_blocks):
+        strides = 2 if block == 0 and 0 < stage < last else 1
+        # Last stage: stride 1 and dilation 2 instead of stride 2 (its first conv, which
+        # would have been strided, keeps dilation 1), so the output stride is 16, not 32.
+        dilated = stage == last and stage > 0
+        first_dilation = 2 if dilated and block > 0 else 1
+        dilation = 2 if dilated else 1
+        x = BasicBlock(self.width * 2**stage, strides, first_dilation, dilation,
+                       name=f"layer{stage + 1}_{block}", **kw)(x, train)
+    return x
+
+
+class VideoAnalysisNetwork(nn.Module):
+  """Frames [B,N,T,S,S,3] -> visual feature [B,N,K] in (0,1) (max over frames, then space)."""
+  config: ml_collections.ConfigDict  # config.model
+
+  @nn.compact
+  def __call__(self, frames: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+    cfg = self.config.visual
+    kw = dict(dtype=layers.to_dtype(self.config.dtype),
+              param_dtype=layers.to_dtype(self.config.param_dtype))
+    b, n, t = frames.shape[:3]
+    images = frames.reshape((b * n * t,) + frames.shape[3:])  # [B*N*T, S, S, 3]
+    x = DilatedResNet(tuple(cfg.resnet_stage_sizes), cfg.resnet_width, name="resnet", **kw)(
+        images, train)
+    x = layers.conv(self.config.num_channels, (3, 3), padding=((1, 1), (1, 1)),
+                    name="channel_conv", **kw)(x)  # [B*N*T, h, w, K]
+    h, w, k = x.shape[1:]
+    x = x.reshape(b, n, t, h, w, k)
+    maps = jnp.max(x, axis=2)  # temporal max pool: [B, N, h, w, K]
+    pooled = jnp.max(maps, axis=(2, 3))  # spatial max pool: [B, N, K]
+    return nn.sigmoid(pooled.astype(jnp.float32)), maps.astype(jnp.float32)
+
+
+class AudioUNet(nn.Module):
+  """Log mixture [B,F,T] -> K audio channels [B,F,T,K] (pix2pix-style U-Net, depth levels)."""
+  config: ml_collections.ConfigDict  # config.model
+
+  @nn.compact
+  def __call__(self, log_mixture: jax.Array, train: bool) -> jax.Array:
+    cfg = self.config.unet
+    kw = dict(dtype=layers.to_dtype(self.config.dtype),
+              param_dtype=layers.to_dtype(self.config.param_dtype))
+    b, f, t = log_mixture.shape
+    if f % 2**cfg.depth or t % 2**cfg.depth:
+      raise ValueError(f"spectrogram {f}x{t} not divisible by 2**config.model.unet.depth "
+                       f"({cfg.depth})")
+    channels = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
+    x = layers.batch_norm(train, name="input_bn", **kw)(log_mixture[..., None].astype(kw["dtype"]))
+    # ---- down: [LeakyReLU] 4x4 stride-2 conv [BatchNorm]: no activation before the first,
+    # no BatchNorm after the first and the innermost level ----
+    skips = []
+    for i, features in enumerate(channels):
+      if i > 0:
+        x = nn.leaky_relu(x, 0.2)
+      norm = 0 < i < cfg.depth - 1
+      x = layers.conv(features, (4, 4), strides=2, padding=((1, 1), (1, 1)), use_bias=not norm,
+                      name=f"down{i}", **kw)(x)
+      if norm:
+        x = layers.batch_norm(train, name=f"down{i}_bn", **kw)(x)
+      skips.append(x)
+    # ---- up: ReLU, 2x bilinear upsample, 3x3 conv, BatchNorm, concatenate the skip ----
+    x = skips.pop()
+    for i in reversed(range(cfg.depth)):
+      x = nn.relu(x)
+      x = jax.image.resize(x, (x.shape[0], 2 * x.shape[1], 2 * x.shape[2], x.shape[3]),
+                           "bilinear")
+      if i == 0:  # outermost: the K output channels (activation none, as in the release)
+        x = layers.conv(self.config.num_channels, (3, 3), padding=((1, 1), (1, 1)),
+                        name="up0", **kw)(x)
+      else:
+        x = layers.conv(channels[i - 1], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                        name=f"up{i}", **kw)(x)
+        x = layers.batch_norm(train, name=f"up{i}_bn", **kw)(x)
+        x = jnp.concatenate([x, skips.pop()], axis=-1)
+    return x  # [B, F, T, K]
+
+
+class Synthesizer(nn.Module):
+  """Linear audio synthesizer: visual [B,N,K] x audio [B,F,T,K] -> mask logits [B,N,F,T]."""
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, visual: jax.Array, audio: jax.Array) -> jax.Array:
+    k = audio.shape[-1]
+    alpha = self.param("alpha", layers.partitioned(nn.initializers.ones_init(), (layers.EMBED,)),
+                       (k,), self.param_dtype)
+    beta = self.param("beta", layers.partitioned(nn.initializers.zeros_init(), (None,)), (1,),
+                      self.param_dtype)
+    weights = (visual * alpha).astype(jnp.float32)  # [B, N, K]
+    return jnp.einsum("bnk,bftk->bnft", weights, audio.astype(jnp.float32)) + beta[0]
+
+
+class SoundOfPixels(nn.Module):
+  """The full baseline: inputs dict -> (outputs, intermediates) like TriBERT (mask_logits only)."""
+  config: ml_collections.ConfigDict  # config.model (configs/sound_of_pixels.py)
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False
+               ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    cfg = self.config
+    visual, maps = VideoAnalysisNetwork(cfg, name="video_network")(inputs["frames"], train)
+    log_mixture = jnp.log(inputs["mix_warped"] + cfg.log_eps)  # [B, 256, 256]
+    audio = AudioUNet(cfg, name="audio_network")(log_mixture, train)  # [B, F, T, K]
+    mask_logits = Synthesizer(param_dtype=layers.to_dtype(cfg.param_dtype),
+                              name="synthesizer")(visual, audio)
+    outputs = {"mask_logits": mask_logits}
+    intermediates = {"visual_feature": visual,  # [B, N, K], after the sigmoid
+                     "visual_channel_maps": maps}  # [B, N, h, w, K], max over frames
+    return outputs, intermediates
+
+
+def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1,
+                   key: jax.Array | None = None) -> dict[str, jax.Array]:
+  """The inputs the model reads (frames, mix_warped) at config.input's sizes."""
+  c = config.input
+  frames_shape = (batch_size, c.num_mix, c.num_frames, c.image_size, c.image_size, 3)
+  mix_shape = (batch_size, c.spectrogram_size, c.spectrogram_size)
+  if key is None:
+    return dict(frames=jnp.zeros(frames_shape), mix_warped=jnp.ones(mix_shape))
+  k1, k2 = jax.random.split(key)
+  return dict(frames=jax.random.normal(k1, frames_shape),
+              mix_warped=jax.random.uniform(k2, mix_shape) ** 2)
