@@ -356,3 +356,24 @@ def test_paper_parameter_count_matches_layer_shapes():
   expected = analytic_parameter_count(cfg)
   assert actual == expected
   assert sum(actual.values()) == 305_668_380
+
+
+def test_remat_and_bfloat16_trace():
+  """remat per transformer layer / U-Net level and bf16 compute (f32 params) build and trace."""
+  cfg = get_model_config("tiny", "release")
+  cfg.transformer.remat = cfg.unet.remat = True
+  cfg.dtype = "bfloat16"
+  model = TriBERT(cfg)
+  inputs = jax.eval_shape(lambda: example_inputs(cfg, 1))
+  variables = unbox(abstract_variables(cfg, inputs))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables["params"]))
+
+  def loss(params, batch_stats, x):
+    (outputs, inter), _ = model.apply({"params": params, "batch_stats": batch_stats}, x,
+                                      train=True,
+                                      rngs={"dropout": key(0), "masking": key(1)},
+                                      mutable=["batch_stats"])
+    return jnp.mean(outputs["mask_logits"]), inter
+
+  value, inter = jax.eval_shape(loss, variables["params"], variables["batch_stats"], inputs)
+  assert value.dtype == jnp.float32 and inter["visual_hidden"].dtype == jnp.bfloat16
