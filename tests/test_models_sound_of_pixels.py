@@ -1,16 +1,24 @@
 """Sound-of-Pixels baseline (tiny config): shapes, conditioning, gradients, and one training
 step + evaluation through the trainer's pipeline, loss and separation evaluation."""
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
+import os
 
-from benchmarks import common
-from configs import sound_of_pixels as sop_config
-from tribert_jax import losses
-from tribert_jax import train
-from tribert_jax.models import sound_of_pixels
+# The trainer's jits take no compiler options: ask for the cheapest XLA CPU backend optimisation
+# for the whole session (must precede its first compilation; test_train.py does the same).
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_backend_optimization_level=0").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from configs import sound_of_pixels as sop_config  # noqa: E402
+from tribert_jax import losses  # noqa: E402
+from tribert_jax import train  # noqa: E402
+from tribert_jax.models import sound_of_pixels  # noqa: E402
 
 
 def compile_fast(fn, *args):
