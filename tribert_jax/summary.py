@@ -25,15 +25,6 @@ import numpy as np
 from configs.parts.model import get_model_config
 from tribert_jax.models.tribert import TriBERT, example_inputs
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file whose .model is a model config (or a model config itself).",
-    lock_config=False)
-_MODEL_SIZE = flags.DEFINE_enum("model_size", "paper", ["paper", "cpu", "tiny"],
-                                "Model size when --config is not given.")
-_VARIANT = flags.DEFINE_enum("variant", "paper", ["paper", "release"],
-                             "Model variant when --config is not given.")
-_FLOPS = flags.DEFINE_bool("flops", True, "Also count FLOPs (lowers the model; slower).")
-
 
 def resolve_config(config: ml_collections.ConfigDict | None, size: str = "paper",
                    variant: str = "paper") -> ml_collections.ConfigDict:
@@ -138,6 +129,19 @@ def summarize(config: ml_collections.ConfigDict, flops: bool = True) -> str:
   return "\n".join(lines)
 
 
+def _define_flags() -> None:
+  """Registers the command-line flags (only when run as a script: main.py also defines --config)."""
+  global _CONFIG, _MODEL_SIZE, _VARIANT, _FLOPS
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Config file whose .model is a model config (or a model config itself).",
+      lock_config=False)
+  _MODEL_SIZE = flags.DEFINE_enum("model_size", "paper", ["paper", "cpu", "tiny"],
+                                  "Model size when --config is not given.")
+  _VARIANT = flags.DEFINE_enum("variant", "paper", ["paper", "release"],
+                               "Model variant when --config is not given.")
+  _FLOPS = flags.DEFINE_bool("flops", True, "Also count FLOPs (lowers the model; slower).")
+
+
 def main(argv):
   del argv
   config = resolve_config(_CONFIG.value, _MODEL_SIZE.value, _VARIANT.value)
@@ -145,4 +149,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
