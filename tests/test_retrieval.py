@@ -1,6 +1,7 @@
 """Cross-modal retrieval: ranking and ties, hard negatives, training, export from a checkpoint."""
 
 import os
+import tempfile
 
 # Cheapest XLA CPU optimisation: these tests are dominated by compile time.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -14,6 +15,12 @@ from configs import pretrain  # noqa: E402
 from configs import retrieval as retrieval_config  # noqa: E402
 from data_pipeline import dataset_index  # noqa: E402
 from tribert_jax import retrieval  # noqa: E402
+
+# A session compilation cache: the tiny pretrain below is the same program as the "default"
+# ablation of tests/test_ablations.py, compiled once per session.
+jax.config.update("jax_compilation_cache_dir", os.environ.setdefault(
+    "TRIBERT_TEST_XLA_CACHE", tempfile.mkdtemp(prefix="tribert_test_xla_cache_")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def tiny_cfg(**overrides):
