@@ -57,9 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.learning_rate = 1e-4
     config.optim.warmup_steps = 0
     config.optim.decay = "constant"
-    config.num_train_steps = 100
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 50
+    config.num_train_steps = 60
+    config.eval_every_steps = 60
+    config.checkpoint_every_steps = 30
   elif size == "tiny":
     train_config.shrink_for_tests(config)
   return config

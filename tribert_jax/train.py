@@ -23,7 +23,6 @@ import time
 from typing import Any, Callable, Iterator, Mapping
 
 from absl import logging
-from clu import metric_writers
 from clu import periodic_actions
 import flax.linen as nn
 import jax
