@@ -3,14 +3,15 @@
   python -m benchmarks.scaling                      # TriBERT tiny, 1/2/4/8 simulated CPU devices
   python -m benchmarks.scaling --model sound_of_pixels --size cpu --devices 1 2
 
-Each device count runs in its own interpreter with XLA_FLAGS=--xla_force_host_platform_device_count=K
-(the flag must precede JAX's start-up), a mesh ("data",) over the K devices, replicated
-parameters and the batch split over "data" (tribert_jax.sharding), and a jitted step of spectral
-features + forward + backward + Adam whose gradient all-reduce XLA inserts. Every step is
-waited for (the multi-device CPU deadlock, ../shared/ENVIRONMENT.md) and every subprocess has a
-timeout. Efficiency = examples/s on K devices / (K x examples/s on 1 device). Simulated CPU
-devices share the machine's cores, so on a CPU the ideal is a constant examples/s (efficiency
-1/K) and the table mostly measures the overhead of partitioning and collectives.
+Each device count K runs in its own interpreter with
+XLA_FLAGS=--xla_force_host_platform_device_count=K (the flag must precede JAX's start-up): a
+mesh ("data",) over the K devices, replicated parameters and the batch split over "data"
+(tribert_jax.sharding), and a jitted step of spectral features + forward + backward + Adam
+whose gradient all-reduce XLA inserts. Every step is waited for (the multi-device CPU
+deadlock, ../shared/ENVIRONMENT.md) and every subprocess has a timeout. Efficiency = examples/s
+on K devices / (K x examples/s on 1 device). Simulated CPU devices share the machine's cores,
+so on a CPU the ideal is a constant examples/s (efficiency 1/K) and the table mostly measures
+the overhead of partitioning and collectives.
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ def main() -> None:
         "benchmarks.scaling", dict(model=args.model, size=args.size, devices=count,
                                    per_device_batch=args.per_device_batch, steps=args.steps,
                                    warmup=args.warmup), args.timeout, env)
+    r = results[count]
+    print("  " + (r["error"] if "error" in r else  # survives a later kill
+                  f"{r['global_batch']} examples: {r['step_s'] * 1e3:.0f} ms/step, "
+                  f"{r['examples_per_s']:.2f} examples/s, compile {r['compile_s']:.1f} s"),
+          flush=True)
   base = results.get(1) if "error" not in results.get(1, {"error": ""}) else None
   rows = []
   for count, r in results.items():

@@ -152,6 +152,7 @@ def main() -> None:
                      f"{r['peak_device_mib']:.0f}" if r["peak_device_mib"] else "n/a",
                      f"{r['flops_per_example'] / 1e9:.2f}", f"{r['achieved_flops'] / 1e9:.1f}",
                      f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a", f"{r['params']:,}"])
+        print("  " + " | ".join(str(x) for x in rows[-1]), flush=True)  # survives a later kill
   print()
   print(f"Training/inference throughput, size {args.size} (median of {args.steps} steps after "
         f"{args.warmup} warm-up; train = spectral features + forward + backward + optimiser)")

@@ -67,7 +67,7 @@ class BasicBlock(nn.Module):
 
 
 class DilatedResNet(nn.Module):
-  """ResNet-18 trunk whose last stage is dilated (x2) instead of strided: [n,S,S,3] -> [n,S/16,S/16,8w]."""
+  """ResNet-18 trunk, last stage dilated instead of strided: [n,S,S,3] -> [n,S/16,S/16,8*width]."""
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   width: int = 64
   dtype: Dtype = jnp.float32
