@@ -18,6 +18,7 @@ $JAX_NUM_PROCESSES / $JAX_PROCESS_ID).
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from absl import app
@@ -29,8 +30,9 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Phase config file, e.g. configs/pretrain.py:cpu.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard and reports.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
-                  "train (resumes if WORKDIR has a checkpoint) or evaluate a checkpoint.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "retrieval", "probe", "ablations"],
+                  "train (resumes if WORKDIR has a checkpoint), evaluate a checkpoint, or run "
+                  "the retrieval / probe / ablations phase of configs/{retrieval,probe,ablations}.py.")
 flags.DEFINE_integer("checkpoint", None, "--mode=evaluate: step to score (default: latest).")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() with cluster auto-detection.")
@@ -78,8 +80,13 @@ def main(argv):
   from tribert_jax import train  # pylint: disable=g-import-not-at-top
   if FLAGS.mode == "train":
     train.train_and_evaluate(config, FLAGS.workdir)
-  else:
+  elif FLAGS.mode == "evaluate":
     train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.checkpoint)
+  elif FLAGS.mode in ("retrieval", "probe"):
+    importlib.import_module(f"tribert_jax.{FLAGS.mode}").run(config, FLAGS.workdir)
+  else:
+    from tribert_jax import ablations  # pylint: disable=g-import-not-at-top
+    ablations.run_config(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

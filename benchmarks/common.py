@@ -3,14 +3,12 @@ synthetic batches of the batch contract, machine description and Markdown tables
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
-from typing import Any, Iterator, Sequence
-from unittest import mock
+from typing import Any, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,45 +43,15 @@ def get_config(variant: str, size: str) -> ml_collections.ConfigDict:
 
 
 def build_model(model_config: ml_collections.ConfigDict) -> Any:
-  """The model class config.model.name names (TriBERT when the key is absent)."""
-  name = model_config.get("name", "tribert")
-  if name == "sound_of_pixels":
-    from tribert_jax.models import sound_of_pixels  # pylint: disable=g-import-not-at-top
-    return sound_of_pixels.SoundOfPixels(config=model_config)
-  if name == "tribert":
-    from tribert_jax.models import tribert  # pylint: disable=g-import-not-at-top
-    return tribert.TriBERT(config=model_config)
-  raise ValueError(f"config.model.name={name!r}: expected 'tribert' or 'sound_of_pixels'")
+  """The model config.model.name names (the trainer's own factory)."""
+  from tribert_jax import train  # pylint: disable=g-import-not-at-top
+  return train.build_model(model_config)
 
 
 def make_task(config: ml_collections.ConfigDict, class_names: Sequence[str]) -> Any:
-  """train.Task of any model variant: TriBERT's task (loss, evaluation) with the model that
-  config.model.name names. The trainer builds TriBERT unconditionally today, so the model class
-  is swapped while the task is built (only its constructor call reads it)."""
+  """train.Task of any separation model variant (TriBERT's loss and evaluation)."""
   from tribert_jax import train  # pylint: disable=g-import-not-at-top
-  from tribert_jax.models import tribert  # pylint: disable=g-import-not-at-top
-  if config.model.get("name", "tribert") == "tribert":
-    return train.tribert_task(config, list(class_names))
-  model = build_model(config.model)
-  with mock.patch.object(tribert, "TriBERT", lambda config: model):
-    return train.tribert_task(config, list(class_names))
-
-
-@contextlib.contextmanager
-def sound_of_pixels_in_trainer() -> Iterator[None]:
-  """Within this context train.train_and_evaluate / evaluate_checkpoint also train configs whose
-  config.model.name is "sound_of_pixels" (a stand-in until train.make_task reads the name)."""
-  from data_pipeline import dataset_index  # pylint: disable=g-import-not-at-top
-  from tribert_jax import train  # pylint: disable=g-import-not-at-top
-  original = train.make_task
-
-  def patched(config):
-    if config.model.get("name", "tribert") == "tribert":
-      return original(config)
-    return make_task(config, dataset_index.read_labels(config.data.root).classes)
-
-  with mock.patch.object(train, "make_task", patched):
-    yield
+  return train.tribert_task(config, list(class_names))
 
 
 def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0

@@ -50,14 +50,13 @@ def train_and_score(model: str, args: argparse.Namespace) -> dict:
       return json.load(file)
   logging.set_verbosity(logging.INFO)  # the trainer's progress lines (loss, steps/s, ETA)
   start = time.perf_counter()
-  with common.sound_of_pixels_in_trainer():
-    print(f"[{model}] training {steps} steps in {workdir} ...", flush=True)
-    train.train_and_evaluate(config, workdir)
-    print(f"[{model}] trained in {time.perf_counter() - start:.0f} s; scoring the test "
-          "mixtures ...", flush=True)
-    config.data.eval_split = "test"
-    config.eval.max_batches = args.max_batches
-    train.evaluate_checkpoint(config, workdir, step=steps)
+  print(f"[{model}] training {steps} steps in {workdir} ...", flush=True)
+  train.train_and_evaluate(config, workdir)
+  print(f"[{model}] trained in {time.perf_counter() - start:.0f} s; scoring the test "
+        "mixtures ...", flush=True)
+  config.data.eval_split = "test"
+  config.eval.max_batches = args.max_batches
+  train.evaluate_checkpoint(config, workdir, step=steps)
   with open(report) as file:
     return json.load(file)
 

@@ -1,7 +1,6 @@
 """Sound-of-Pixels baseline (Zhao et al., ECCV 2018) trained like TriBERT's pre-training phase.
 
-  python main.py --config=configs/sound_of_pixels.py:cpu --workdir=runs/sop_cpu   # needs the
-      trainer hook (config.model.name); until then benchmarks.common.sound_of_pixels_in_trainer
+  python main.py --config=configs/sound_of_pixels.py:cpu --workdir=runs/sop_cpu
   python -m benchmarks.quality --size tiny                                        # comparison
 
 Data, optimiser, schedule, steps and evaluation are those of configs/pretrain.py at the same

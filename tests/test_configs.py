@@ -19,7 +19,8 @@ CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__in
 
 
 def test_every_phase_config_is_listed():
-  assert CONFIG_FILES == ["finetune", "pose_pretrain", "pretrain"]
+  assert CONFIG_FILES == ["ablations", "finetune", "pose_pretrain", "pretrain", "probe",
+                          "retrieval", "sound_of_pixels"]
 
 
 def _abstract_variables(config):
@@ -31,7 +32,7 @@ def _abstract_variables(config):
     mask = jnp.ones((1, i.num_persons, i.pose_window))
     init = lambda rng: model.init({"params": rng, "dropout": rng}, pose, mask, train=False)  # noqa: E731
   else:
-    model = tribert.TriBERT(config=config.model)
+    model = train.build_model(config.model)
     inputs = tribert.example_inputs(config.model, batch_size=1)
     init = lambda rng: model.init({"params": rng, "dropout": rng, "masking": rng}, inputs,  # noqa: E731
                                   train=False)
@@ -54,7 +55,7 @@ def test_config_builds_and_model_initialises(name, size):
     assert config.data.num_classes == 11 and config.init.checkpoint
   if name == "pose_pretrain":
     assert "stgcn" in params
-  else:
+  elif config.model.get("name", "tribert") == "tribert":
     # The pose pre-training checkpoint maps onto TriBERT's pose encoder.
     assert all(target.split("/")[0] in params for _, target in train.POSE_ENCODER_PREFIX_MAP)
 

@@ -14,7 +14,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from benchmarks import common  # noqa: E402
 from configs import sound_of_pixels as sop_config  # noqa: E402
 from tribert_jax import losses  # noqa: E402
 from tribert_jax import train  # noqa: E402
@@ -121,8 +120,7 @@ def test_trains_and_evaluates_through_the_trainer(synthmusic_tiny, tmp_path):
   """One step through the real input pipeline, TriBERT's loss and the separation evaluation."""
   config = sop_config.get_config("tiny")
   config.data.root = str(synthmusic_tiny)
-  with common.sound_of_pixels_in_trainer():
-    result = train.train_and_evaluate(config, str(tmp_path))
+  result = train.train_and_evaluate(config, str(tmp_path))
   assert result["step"] == 1
   train_scalars = result["train"]
   assert "train/loss/separation" in train_scalars

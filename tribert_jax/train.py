@@ -145,9 +145,20 @@ class Task:
   best_metric: str  # summary key that picks the best checkpoint (higher is better)
 
 
+def build_model(model_config: ml_collections.ConfigDict) -> nn.Module:
+  """The separation model named by model_config.name: TriBERT (default) or Sound-of-Pixels."""
+  name = model_config.get("name", "tribert")
+  if name == "tribert":
+    return tribert.TriBERT(config=model_config)
+  if name == "sound_of_pixels":
+    from tribert_jax.models import sound_of_pixels  # pylint: disable=g-import-not-at-top
+    return sound_of_pixels.SoundOfPixels(config=model_config)
+  raise ValueError(f"config.model.name={name!r}: expected tribert or sound_of_pixels")
+
+
 def tribert_task(config: ml_collections.ConfigDict, class_names: list[str]) -> Task:
-  """TriBERT: separation + visual/pose/audio classification losses, separation evaluation."""
-  model = tribert.TriBERT(config=config.model)
+  """Separation phases: mask loss (+ TriBERT's classification losses), separation evaluation."""
+  model = build_model(config.model)
 
   def init_variables(rng):
     params_rng, dropout_rng, masking_rng = jax.random.split(rng, 3)
@@ -198,9 +209,10 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
   if config.phase == "pose_pretrain":
     from tribert_jax import pose_pretrain  # pylint: disable=g-import-not-at-top
     return pose_pretrain.pose_task(config, class_names)
-  if config.phase in ("pretrain", "finetune"):
+  if config.phase in ("pretrain", "finetune", "sound_of_pixels"):
     return tribert_task(config, class_names)
-  raise ValueError(f"config.phase={config.phase!r}: expected pose_pretrain, pretrain or finetune")
+  raise ValueError(f"config.phase={config.phase!r}: expected pose_pretrain, pretrain, finetune "
+                   "or sound_of_pixels")
 
 
 # ----------------------------------------------------------------------------------------------
