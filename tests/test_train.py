@@ -255,3 +255,26 @@ def test_two_processes_train_one_step_together(synthmusic_tiny, tmp_path):
   assert results[0]["eval"] == results[1]["eval"]
   assert results[0]["eval"]["num_mixtures"] >= 2
   assert os.path.isdir(tmp_path / "run" / "checkpoints" / "1")
+
+
+def test_fresh_state_loads_the_configured_imagenet_resnet(tmp_path):
+  """config.model.visual.pretrained_path is applied to a scratch state (no compile: zero state)."""
+  from configs import pretrain as pretrain_config  # pylint: disable=g-import-not-at-top
+  from test_models_pretrained import abstract_tribert, torchvision_state, zeros_like_tree
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tribert_jax.train_state import TrainState  # pylint: disable=g-import-not-at-top
+
+  config = pretrain_config.get_config("tiny")
+  variables = zeros_like_tree(abstract_tribert(config.model))
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                     batch_stats=variables["batch_stats"], opt_state=(), rng=jnp.zeros(2, jnp.uint32))
+  assert train.apply_pretrained_weights(state, None, config) is state  # nothing configured
+  weights = torchvision_state(config.model, np.random.default_rng(0))
+  np.savez(tmp_path / "resnet50.npz", **weights)
+  config.model.visual.pretrained_path = str(tmp_path / "resnet50.npz")
+  loaded = train.apply_pretrained_weights(state, None, config)
+  # Every ResNet leaf now comes from the file: none is all zero any more.
+  resnet = jax.tree.leaves(loaded.params["visual_encoder"]["resnet"])
+  assert resnet and all(np.any(np.asarray(leaf) != 0) for leaf in resnet)
+  # Everything outside the ResNet is untouched.
+  assert not np.any(np.asarray(jax.tree.leaves(loaded.params["audio_encoder"])[0]))

@@ -40,6 +40,7 @@ from tribert_jax import losses
 from tribert_jax import monitoring
 from tribert_jax import optimizers
 from tribert_jax import sharding
+from tribert_jax.models import pretrained
 from tribert_jax.models import tribert
 from tribert_jax.train_state import TrainState
 
@@ -420,6 +421,7 @@ def restore_or_initialize(task: Task, tx: optax.GradientTransformation,
     logging.info("resumed from %s at step %d", checkpointer.workdir, int(state.step))
     return state, shardings, progress
   state = init_fn(init_rng)
+  state = apply_pretrained_weights(state, shardings, config)
   if config.init.checkpoint:
     state = init_from_checkpoint(state, shardings, config.init.checkpoint, config.init.which,
                                  config.init.prefix_map, config.init.reinit_patterns,
@@ -428,6 +430,24 @@ def restore_or_initialize(task: Task, tx: optax.GradientTransformation,
     state = init_from_checkpoint(state, shardings, config.pose_init_checkpoint, "best",
                                  POSE_ENCODER_PREFIX_MAP, (), True)
   return state, shardings, {}
+
+
+def apply_pretrained_weights(state: TrainState, shardings: TrainState | None,
+                             config: ml_collections.ConfigDict) -> TrainState:
+  """A fresh state with the weights config.model names loaded (ImageNet ResNet-50 .npz at
+  config.model.visual.pretrained_path); unchanged when it names none. Another phase's checkpoint
+  (config.init.checkpoint), applied afterwards, takes precedence over these."""
+  model_config = config.model
+  if (model_config.get("name", "tribert") != "tribert" or "visual" not in model_config
+      or not (model_config.visual.enabled and model_config.visual.pretrained_path)):
+    return state
+  variables = pretrained.load_pretrained(
+      {"params": state.params, "batch_stats": state.batch_stats}, model_config)
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  if shardings is not None:
+    params = jax.device_put(params, shardings.params)
+    batch_stats = jax.device_put(batch_stats, shardings.batch_stats)
+  return state.replace(params=params, batch_stats=batch_stats)
 
 
 # PoseClassifier's ST-GCN ("stgcn/...") is TriBERT's pose encoder's ST-GCN.
