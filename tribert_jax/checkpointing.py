@@ -40,7 +40,11 @@ def _manager(directory: str, *, max_to_keep: int | None, best_metric: str | None
       max_to_keep=max_to_keep,
       create=not read_only,
       read_only=read_only,
-      enable_async_checkpointing=True,
+      # Async saves overlap training on one process. With several processes, orbax's background
+      # commit barrier was seen to hang (one process waiting in it while the other had already
+      # finished its saves and was shutting down); synchronous saves keep every barrier in
+      # program order on all processes.
+      enable_async_checkpointing=jax.process_count() == 1,
       best_fn=(lambda metrics: float(metrics[best_metric])) if best_metric else None,
       best_mode="max",
       keep_checkpoints_without_metrics=best_metric is None,
