@@ -32,7 +32,7 @@ def worker(arguments: dict) -> dict:
   import optax  # pylint: disable=g-import-not-at-top
 
   from tribert_jax import audio  # pylint: disable=g-import-not-at-top
-  from tribert_jax import losses  # pylint: disable=g-import-not-at-top
+  from tribert_jax import evaluate  # pylint: disable=g-import-not-at-top
   from tribert_jax import sharding  # pylint: disable=g-import-not-at-top
 
   devices = jax.devices()
@@ -43,15 +43,15 @@ def worker(arguments: dict) -> dict:
   global_batch = per_device * len(devices)
   mesh = sharding.make_mesh(shape={"data": len(devices)})
   replicated, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
-  model = common.build_model(config.model)
+  # The trainer's own model and loss (spectral features, model inputs, every loss term).
+  task = common.make_task(config, [f"class{i}" for i in range(config.data.num_classes)])
+  model = task.model
   tx = optax.adam(1e-4)
   host_batch = common.synthetic_batch(config, global_batch)
 
   def inputs_of(batch):
     features = audio.spectral_features(batch["waveform"], batch["mixture"], config.data)
-    inputs = dict(frames=batch["frames"], pose=batch["pose"], pose_mask=batch["pose_mask"],
-                  pose_frame_index=batch["pose_frame_index"], mix_warped=features["mix_warped"])
-    return inputs, features
+    return evaluate.model_inputs(batch, features), features
 
   def init(rng):
     inputs, _ = inputs_of(jax.tree.map(lambda x: x[:1], host_batch))
@@ -63,14 +63,8 @@ def worker(arguments: dict) -> dict:
     params, batch_stats, opt_state = state
 
     def loss_fn(params):
-      inputs, features = inputs_of(batch)
-      (outputs, _), mutated = model.apply(
-          {"params": params, "batch_stats": batch_stats}, inputs, train=True,
-          rngs={"dropout": rng, "masking": rng}, mutable=["batch_stats"])
-      targets = dict(gt_masks=features["gt_masks"], weight=features["weight"],
-                     labels=batch["labels"], valid=batch["valid"])
-      total, _ = losses.tribert_loss(outputs, targets, config.model.loss_weights)
-      return total, mutated["batch_stats"]
+      total, (_, new_batch_stats) = task.loss_fn(params, batch_stats, batch, rng)
+      return total, new_batch_stats
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
