@@ -278,3 +278,20 @@ def test_fresh_state_loads_the_configured_imagenet_resnet(tmp_path):
   assert resnet and all(np.any(np.asarray(leaf) != 0) for leaf in resnet)
   # Everything outside the ResNet is untouched.
   assert not np.any(np.asarray(jax.tree.leaves(loaded.params["audio_encoder"])[0]))
+
+
+def test_per_module_learning_rates_give_a_state_sharding_tree_that_matches_the_state():
+  """optax.multi_transform masks moments inside the logical boxes; restoring and placing the
+  state need a sharding tree of the same structure (no compile: abstract state only)."""
+  from tribert_jax import optimizers  # pylint: disable=g-import-not-at-top
+  from tribert_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+
+  config = pretrain.get_config("tiny")
+  config.optim.lr_multipliers.separation_net = 10.0
+  task = train.tribert_task(config, class_names=[f"c{i}" for i in range(21)])
+  tx, _ = optimizers.make_optimizer(config.optim, config.num_train_steps)
+  mesh = sharding_lib.make_mesh(config.mesh)
+  _, abstract, shardings, _ = train.make_state_initializer(task, tx, config, mesh)
+  assert jax.tree.structure(abstract) == jax.tree.structure(shardings)
+  restore_target = checkpointing.abstract_with_shardings(abstract, shardings)
+  assert len(jax.tree.leaves(restore_target)) == len(jax.tree.leaves(abstract))

@@ -265,6 +265,12 @@ def make_state_initializer(task: Task, tx: optax.GradientTransformation,
 
   # Abstract init: shapes and logical axis names only, no FLOPs and no memory.
   boxed = jax.eval_shape(boxed_init, init_rng)
+  # optax.multi_transform (per-module learning rates) masks each group's moments by putting
+  # MaskedNode() inside the parameter's logical box; unboxing leaves a bare MaskedNode there, so
+  # the sharding tree must hold one too (not the box's PartitionSpec).
+  boxed = jax.tree.map(
+      lambda x: x.value if isinstance(getattr(x, "value", None), optax.MaskedNode) else x,
+      boxed, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
   specs = nn.get_partition_spec(boxed)
   shardings = logical_to_mesh_sharding(specs, mesh, sharding_rules(config))
   init = lambda rng: nn.meta.unbox(boxed_init(rng))  # noqa: E731
