@@ -1,5 +1,6 @@
 """Attention U-Net: shapes, per-video conditioning, both bottleneck fusions, depth checks."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,3 +68,40 @@ def test_depth_must_divide_the_spectrogram():
   with pytest.raises(ValueError, match="depth"):
     unet.AttentionUNet(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 256, 256)),
                                  jnp.zeros((1, 2, 4)), train=False)
+
+
+def test_every_level_conditioning_starts_as_the_paper_network_and_learns_film():
+  cfg = get_model_config("tiny")
+  film_cfg = get_model_config("tiny")
+  film_cfg.unet.conditioning = "every_level"
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 256, 256))
+  fused = jax.random.normal(jax.random.PRNGKey(1), (1, 2, 12))
+  paper, film = unet.AttentionUNet(cfg), unet.AttentionUNet(film_cfg)
+
+  def run(x, fused):
+    v_film = nn.meta.unbox(film.init(jax.random.PRNGKey(2), x, fused, train=False))
+    v_paper = {"params": {k: p for k, p in v_film["params"].items() if not k.startswith("film")},
+               "batch_stats": v_film["batch_stats"]}
+    loss = lambda params: jnp.mean(
+        film.apply({"params": params, "batch_stats": v_film["batch_stats"]}, x, fused,
+                   train=False) ** 2)
+    grads = jax.grad(loss)(v_film["params"])
+    return (v_film["params"], paper.apply(v_paper, x, fused, train=False),
+            film.apply(v_film, x, fused, train=False), grads)
+
+  params, out_paper, out_film, grads = run_o0(run, x, fused)
+  film_names = sorted(k for k in params if k.startswith("film"))
+  assert film_names == [f"film{i}" for i in range(cfg.unet.depth)]
+  # Zero-initialised FiLM: the same function as the paper's bottleneck-only network at init.
+  np.testing.assert_allclose(out_film, out_paper, atol=1e-6)
+  # ...whose gamma/beta receive a gradient from the feature.
+  for name in film_names:
+    assert float(jnp.abs(grads[name]["dense"]["kernel"]).max()) > 0
+
+
+def test_unknown_conditioning_is_a_config_error():
+  cfg = get_model_config("tiny")
+  cfg.unet.conditioning = "everywhere"
+  with pytest.raises(ValueError, match="config.model.unet.conditioning"):
+    jax.eval_shape(lambda: unet.AttentionUNet(cfg).init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 256, 256)), jnp.zeros((1, 2, 4)), train=False))

@@ -4,6 +4,14 @@ The encoder sees only the mixture, so it runs once per mixture; the bottleneck f
 decoder run once per video, conditioned on that video's fused feature, and give one mask-logit
 map per video. (Running the whole U-Net per video, as a per-video batch would, repeats the
 encoder N times for identical outputs.)
+
+config.model.unet.conditioning chooses where the fused feature enters the decoder:
+  "bottleneck"  (paper and release) only through the bottleneck fusion;
+  "every_level" (ours, opt-in) the bottleneck fusion plus FiLM [Perez et al. 2018] after every
+                decoder level, x * (1 + gamma(f)) + beta(f), with gamma and beta zero-initialised
+                (so the network starts as the paper's). On a short CPU budget the paper's
+                bottleneck-only path barely learns to use the feature (benchmarks/README.md,
+                "Conditioning the U-Net"); the cpu preset of configs/parts/model.py uses this.
 """
 
 from __future__ import annotations
@@ -115,6 +123,23 @@ class BottleneckFusion(nn.Module):
     return out.reshape(b, h, w, c)
 
 
+class FiLM(nn.Module):
+  """Feature-wise affine conditioning x [b, h, w, C] * (1 + gamma(f)) + beta(f), f [b, F]."""
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, feature: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    gamma_beta = layers.dense(2 * c, kernel_init=nn.initializers.zeros, name="dense",
+                              dtype=self.dtype, param_dtype=self.param_dtype)(feature)
+    gamma, beta = jnp.split(gamma_beta.astype(x.dtype)[:, None, None, :], 2, axis=-1)
+    return x * (1.0 + gamma) + beta
+
+
+CONDITIONING = ("bottleneck", "every_level")
+
+
 class AttentionUNet(nn.Module):
   """log mixture [B, F, T] + fused features [B, N, D] -> mask logits [B, N, F, T]."""
   config: ml_collections.ConfigDict  # config.model
@@ -126,6 +151,10 @@ class AttentionUNet(nn.Module):
               param_dtype=layers.to_dtype(self.config.param_dtype))
     b, f, t = log_mixture.shape
     n = fused.shape[1]
+    conditioning = cfg.get("conditioning", "bottleneck")
+    if conditioning not in CONDITIONING:
+      raise ValueError(f"config.model.unet.conditioning={conditioning!r}: expected one of "
+                       f"{CONDITIONING}")
     if f % 2**cfg.depth or t % 2**cfg.depth:
       raise ValueError(f"spectrogram {f}x{t} not divisible by 2**config.model.unet.depth")
     channels = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
@@ -143,10 +172,12 @@ class AttentionUNet(nn.Module):
     x = block_cls(cfg.bottleneck_channels, cfg.convs_per_level, train, name="bottleneck", **kw)(x)
     # ---- per video: fusion and decoder on [B*N, ...] ----
     per_video = lambda y: jnp.repeat(y, n, axis=0)  # [B, ...] -> [B*N, ...] (b-major like fused)
-    x = BottleneckFusion(cfg.fusion, cfg.fusion_heads, name="fusion", **kw)(
-        per_video(x), fused.reshape(b * n, -1))
+    feature = fused.reshape(b * n, -1)
+    x = BottleneckFusion(cfg.fusion, cfg.fusion_heads, name="fusion", **kw)(per_video(x), feature)
     for i in reversed(range(cfg.depth)):
       x = level_cls(channels[i], cfg.convs_per_level, cfg.attention_gates, train, name=f"up{i}",
                     **kw)(x, per_video(skips[i]))
+      if conditioning == "every_level":
+        x = FiLM(name=f"film{i}", **kw)(x, feature)
     logits = layers.conv(1, (1, 1), name="mask_conv", **kw)(x)  # [B*N, F, T, 1]
     return logits.reshape(b, n, f, t).astype(jnp.float32)
