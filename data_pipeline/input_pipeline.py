@@ -17,7 +17,8 @@ C = data.num_classes):
   mixture          float32 [B, L]              sum over N of waveform
   valid            float32 [B]                 1 for real examples, 0 for evaluation padding
   clip_index       int32   [B, N]              0-based data rows of index/<split>.csv
-  mixture_index    int32   [B]                 0-based row of the mixture list (eval); -1 in
+  mixture_index    int32   [B]                 0-based row of the mixture list (eval) or
+                                              position in the clip list (clips); -1 in
                                               training and for padding
 Spectral features (STFT, log-frequency warp, GT masks, loss weight) are computed from
 waveform / mixture on the device by tribert_jax.audio.spectral_features.
@@ -43,7 +44,14 @@ Protocol:
   * Evaluation: index/<split>_mixtures_n<N>.csv, every mixture exactly once, centred crops, no
     augmentation; the last batch of every host is padded (copies of a real example with
     valid = 0, mixture_index = -1) so all hosts run the same number of batches.
-  * Hosts: training clip list and evaluation mixture list are split round-robin over
+  * Clips (build_clip_pipeline, e.g. for embedding export): every clip of index/<split>.csv
+    exactly once (duets left out when solos_only) as a one-video example, N = 1 whatever
+    data.num_mix is (N axes of size 1, mixture == waveform[:, 0], the unscaled centred crop).
+    It is the evaluation pass above run on the list of one-clip "mixtures" (same code:
+    centred crops, no augmentation, data.eval_batch_size, padding, host split, bad clips);
+    clip_index holds the clip's index row and mixture_index its position in the clip list
+    (== the row unless solos_only). No mixture file is read.
+  * Hosts: training clip list and evaluation mixture / clip list are split round-robin over
     (process_index, process_count); each host yields global batch // process_count examples.
   * Determinism: all randomness is drawn in numpy from (seed, process_index, epoch, position)
     into a per-example plan; the tf.data map is a pure function of the plan and runs with
@@ -51,8 +59,8 @@ Protocol:
   * Bad clips (missing / unreadable / short files, wrong sample rate, missing frames or pose) are
     found up front by dataset_index.validate_clip: BadClipError naming the file, or when
     data.skip_bad_clips, skipped and counted in Pipeline.stats (a mixture with a bad clip is
-    skipped and counted). A JPEG that is corrupt or truncated at read time raises an error naming
-    the file.
+    skipped and counted; in the clip pipeline a bad clip also counts as a skipped mixture). A
+    JPEG that is corrupt or truncated at read time raises an error naming the file.
   * Sources (config.data.source): "folder" reads the layout under data.root; "tfds" reads the
     TFDS build of the same layout (data_pipeline/tfds_builders.py; data.tfds_name,
     data.tfds_data_dir) by random access into its ArrayRecord files. Only the per-clip loaders
@@ -723,12 +731,74 @@ def build_eval_pipeline(config: ml_collections.ConfigDict, split: str | None = N
   stats = PipelineStats()
   info, records, store = _open(config, split, stats)
   mixtures = store.read_mixtures(split)
+  return _fixed_pipeline(config, info, records, store, mixtures,
+                         f"{split}_mixtures_n{config.num_mix} list", host_batch, process_index,
+                         process_count)
+
+
+def build_clip_pipeline(config: ml_collections.ConfigDict, split: str, *, solos_only: bool = False,
+                        process_index: int | None = None,
+                        process_count: int | None = None) -> Pipeline:
+  """One pass over every clip of index/<split>.csv as single-video examples (config = config.data).
+
+  The evaluation protocol of build_eval_pipeline (centred audio crop, central frame square, no
+  augmentation, padded last batch, round-robin host split, bad clips raised or skipped and
+  counted) on a list of one-clip mixtures, so N = 1 whatever config.num_mix says: arrays have an
+  N axis of size 1 and mixture == waveform[:, 0] (the clip's own crop, unscaled). Needs only the
+  dataset (no mixture file).
+
+  Args:
+    config: the data config (config.data); num_mix is ignored (the pipeline uses N = 1) and
+      eval_batch_size is the global batch.
+    split: index/<split>.csv to read.
+    solos_only: only clips whose index row is not a duet.
+    process_index: this host (default jax.process_index()).
+    process_count: number of hosts (default jax.process_count()).
+
+  Returns:
+    The Pipeline: clip_index [B, 1] holds each clip's index row; mixture_index [B] its position in
+    the clip list (the split's rows in index order, duets left out when solos_only; equal to the
+    row when not solos_only), -1 for padding.
+  """
+  process_index, process_count = _resolve_processes(process_index, process_count)
+  config = ml_collections.ConfigDict(config.copy_and_resolve_references())
+  config.num_mix = 1
+  host_batch = _host_batch_size(config.eval_batch_size, process_count, "eval_batch_size")
+  stats = PipelineStats()
+  info, records, store = _open(config, split, stats)
+  clips = [r for r in records if not (solos_only and r.duet)]
+  mixtures = [dataset_index.MixtureRecord(row=i, mixture_id=r.id, clip_rows=(r.row,))
+              for i, r in enumerate(clips)]
+  what = f"{split} clip list" + (" (solos only)" if solos_only else "")
+  return _fixed_pipeline(config, info, records, store, mixtures, what, host_batch, process_index,
+                         process_count)
+
+
+def _fixed_pipeline(config, info: dataset_index.DatasetInfo,
+                    records: list[dataset_index.ClipRecord], store: _ClipStore,
+                    mixtures: list[dataset_index.MixtureRecord], what: str, host_batch: int,
+                    process_index: int, process_count: int) -> Pipeline:
+  """One evaluation pass of this host over a fixed list of config.num_mix-clip mixtures.
+
+  Centred crops, no augmentation, mixture_index = mixture.row; mixtures with a bad clip are
+  skipped and counted (or BadClipError); the last batch is padded so all hosts run as many
+  batches. `what` names the list in messages; host_batch is this host's batch size.
+  """
+  stats = store.stats
   if not mixtures:
-    raise ValueError(f"{_where(config)}: the {split}_mixtures_n{config.num_mix} "
-                     "list is empty")
+    raise ValueError(f"{_where(config)}: the {what} is empty")
   # The same number of batches on every host, computed before any skipping (no communication).
   per_host = -(-len(mixtures) // process_count)
   num_batches = -(-per_host // host_batch)
+
+  def entry(rows, mixture_index: int, valid: float) -> dict[str, np.ndarray]:
+    """Plan of validated rows: centred audio crop, central frame square, no flip, gain 1."""
+    starts = [(store.usable_samples(r) - config.audio_length) // 2 for r in rows]
+    boxes = [_central_box(store.clip_info[r].frame_height, store.clip_info[r].frame_width)
+             for r in rows]
+    return _plan_entry(store, rows, starts, boxes, [0] * len(rows), [1.0] * len(rows),
+                       mixture_index, valid)
+
   entries = []
   for i in _host_slice(len(mixtures), process_index, process_count):
     mixture = mixtures[i]
@@ -736,23 +806,16 @@ def build_eval_pipeline(config: ml_collections.ConfigDict, split: str | None = N
     if len(good) != len(mixture.clip_rows):
       stats.skipped_mixtures += 1
       continue
-    starts = [(store.usable_samples(r) - config.audio_length) // 2 for r in good]
-    boxes = [_central_box(store.clip_info[r].frame_height, store.clip_info[r].frame_width)
-             for r in good]
-    entries.append(_plan_entry(store, good, starts, boxes, [0] * len(good), [1.0] * len(good),
-                               mixture.row, 1.0))
+    entries.append(entry(good, mixture.row, 1.0))
   if stats.skipped_mixtures:
-    stats.log(f"skipped {split} mixtures with bad clips")
+    stats.log(f"skipped entries of the {what} with bad clips")
   num_real = len(entries)
   if not entries:  # this host has nothing real (tiny list / all skipped): pad from mixture 0
     good = store.prepare(mixtures[0].clip_rows)
-    if len(good) != config.num_mix:
-      raise ValueError(f"{_where(config)}: no usable {split} mixture to pad host {process_index}")
-    starts = [(store.usable_samples(r) - config.audio_length) // 2 for r in good]
-    boxes = [_central_box(store.clip_info[r].frame_height, store.clip_info[r].frame_width)
-             for r in good]
-    entries.append(_plan_entry(store, good, starts, boxes, [0] * len(good), [1.0] * len(good),
-                               -1, 0.0))
+    if len(good) != len(mixtures[0].clip_rows):
+      raise ValueError(f"{_where(config)}: no usable entry of the {what} to pad host "
+                       f"{process_index}")
+    entries.append(entry(good, -1, 0.0))
   padding = dict(entries[0], mixture_index=np.int32(-1), valid=np.float32(0.0))
   entries = entries[:num_real] + [padding] * (num_batches * host_batch - num_real)
   stacked = {k: np.stack([e[k] for e in entries]) for k in _PLAN_KEYS}

@@ -275,3 +275,98 @@ def test_synthmusic_tiny_batches(synthmusic_tiny):
                                          dataset_index.read_index(synthmusic_tiny, "test"))
   seen = [i for b in evaluation for i, v in zip(b["mixture_index"], b["valid"]) if v]
   assert sorted(seen) == list(range(len(mixtures)))
+
+
+# ---- build_clip_pipeline: every clip once, N = 1, the evaluation protocol ---------------------
+
+
+@pytest.mark.parametrize("solos_only", [False, True])
+def test_clip_pipeline_yields_every_clip_once(layout, solos_only):
+  # num_mix = 3 in the config: the clip pipeline uses N = 1 whatever the caller's num_mix is.
+  config = layout_fixtures.data_config(layout, num_mix=3, eval_batch_size=3)
+  records = dataset_index.read_index(layout, "test")
+  expected = [r.row for r in records if not (solos_only and r.duet)]
+  assert len(expected) == (4 if solos_only else 5)  # 4 solos + 1 duet: padding either way
+  pipeline = input_pipeline.build_clip_pipeline(config, "test", solos_only=solos_only,
+                                                process_index=0, process_count=1)
+  batches = list(pipeline)
+  assert len(batches) == pipeline.num_batches == 2
+  assert pipeline.examples_per_epoch == len(expected)
+  one = dict_config(config, num_mix=1)
+  rows, positions = [], []
+  for batch in batches:
+    _check_batch(batch, one, 3, records, layout_fixtures.CLASSES)  # N axes of size 1
+    np.testing.assert_array_equal(batch["mixture"], batch["waveform"][:, 0])
+    real = batch["valid"] == 1
+    assert np.all(batch["mixture_index"][~real] == -1)
+    rows += batch["clip_index"][real, 0].tolist()
+    positions += batch["mixture_index"][real].tolist()
+  assert rows == expected  # every clip exactly once, in index order
+  assert positions == list(range(len(expected)))  # mixture_index: position in the clip list
+  assert sum(int(b["valid"].sum()) for b in batches) == len(expected)
+  assert sum(int((b["valid"] == 0).sum()) for b in batches) == 6 - len(expected)
+  assert config.num_mix == 3  # the caller's config is left alone
+
+
+def test_clip_pipeline_equals_eval_pipeline_on_one_clip_mixtures(tmp_path):
+  root = layout_fixtures.write_layout(tmp_path / "root", splits=("test",))
+  records = dataset_index.read_index(root, "test")
+  with (root / "index" / "test_mixtures_n1.csv").open("w") as handle:
+    handle.write("mixture_id,clips\n" + "".join(f"m{r.row},{r.id}\n" for r in records))
+  config = layout_fixtures.data_config(root, num_mix=1, eval_batch_size=2)
+  evaluation = input_pipeline.build_eval_pipeline(config, "test", process_index=0,
+                                                  process_count=1)
+  clips = input_pipeline.build_clip_pipeline(dict_config(config, num_mix=2), "test",
+                                             process_index=0, process_count=1)
+  for got, want in zip(clips.plan(), evaluation.plan(), strict=True):
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  eval_batches, clip_batches = list(evaluation), list(clips)
+  assert len(clip_batches) == len(eval_batches) == 3
+  for got, want in zip(clip_batches, eval_batches):
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  # The evaluation protocol itself: centred crop, no flip, gain 1, central frame square.
+  plan = next(clips.plan())
+  assert list(plan["audio_start"]) == [3063] and list(plan["center_frame"]) == [26]
+  assert list(plan["flip"]) == [0] and list(plan["gain"]) == [1.0]
+  assert list(plan["crop_box"][0]) == [0, 8, 40, 40]  # central square of 40 x 56 frames
+  source, _ = soundfile.read(records[0].audio, start=3063, frames=L, dtype="float32")
+  np.testing.assert_allclose(clip_batches[0]["waveform"][0, 0], source, atol=1e-6)
+
+
+@pytest.mark.parametrize("solos_only", [False, True])
+def test_clip_pipeline_hosts_cover_every_clip_once(synthmusic_tiny, solos_only):
+  info = dataset_index.read_labels(synthmusic_tiny)
+  config = layout_fixtures.data_config(synthmusic_tiny, num_classes=len(info.classes),
+                                       eval_batch_size=8)
+  records = dataset_index.read_index(synthmusic_tiny, "test")
+  expected = [r.row for r in records if not (solos_only and r.duet)]
+  assert any(r.duet for r in records)
+  rows, batch_counts = [], []
+  for process in range(2):
+    pipeline = input_pipeline.build_clip_pipeline(config, "test", solos_only=solos_only,
+                                                  process_index=process, process_count=2)
+    assert pipeline.host_batch_size == 4
+    batches = list(pipeline)
+    batch_counts.append(len(batches))
+    for batch in batches:
+      assert batch["clip_index"].shape == (4, 1) and batch["waveform"].shape[1] == 1
+      rows += batch["clip_index"][batch["valid"] == 1, 0].tolist()
+  assert batch_counts[0] == batch_counts[1]
+  assert sorted(rows) == expected  # together every clip once
+
+
+def test_clip_pipeline_bad_clip_raises_or_is_skipped_and_counted(damaged_layout):
+  records = dataset_index.read_index(damaged_layout, "test")
+  records[0].audio.unlink()
+  config = layout_fixtures.data_config(damaged_layout, eval_batch_size=2)
+  with pytest.raises(dataset_index.BadClipError, match=str(records[0].audio)):
+    input_pipeline.build_clip_pipeline(config, "test", process_index=0, process_count=1)
+  config.skip_bad_clips = True
+  pipeline = input_pipeline.build_clip_pipeline(config, "test", process_index=0, process_count=1)
+  assert pipeline.stats.skipped_clips == {"missing_audio": 1}
+  assert pipeline.stats.skipped_mixtures == 1
+  assert str(records[0].audio) in pipeline.stats.bad_files[0]
+  rows = [int(r) for b in pipeline for r, v in zip(b["clip_index"][:, 0], b["valid"]) if v]
+  assert rows == [1, 2, 3, 4]

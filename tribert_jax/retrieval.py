@@ -16,10 +16,9 @@
      input_<s>:   the same pooling of the stream's input embeddings before the first transformer
                   layer (intermediates["<s>_embeddings"]): the paper's pre-transformer baseline;
      pooled_<s>:  the stream's pooled <SOS> feature (intermediates["pooled_<s>"]).
-   Files: WORKDIR/embeddings/<split>.npz (+ ids, multi-hot labels, index rows). The eval pipeline
-   scores index/<split>_mixtures_n<N>.csv, so the export reads a view of the dataset
-   (WORKDIR/clip_view: symbolic links to the media folders, the split index, and a
-   <split>_mixtures_n1.csv listing every clip once).
+   Files: WORKDIR/embeddings/<split>.npz (+ ids, multi-hot labels, index rows). The clips come
+   from data_pipeline.input_pipeline.build_clip_pipeline: every clip of index/<split>.csv once
+   (solos only when config.export.solos_only), in index order, with the evaluation protocol.
 2. Train (`train_variant`), per variant and embedding kind: n-way multiple choice. The anchor
    is a training clip's query embedding; choice 0 is its own result embedding, the others are
    distractors: hard ones drawn without replacement from the result embeddings of the
@@ -44,12 +43,10 @@ Report: WORKDIR/retrieval.json and WORKDIR/retrieval.md (paper Table 3 layout).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
 import pathlib
-import shutil
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -104,30 +101,6 @@ def pool_tokens(tokens: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
   if pooling == "mean":
     return jnp.sum(tokens * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
   raise ValueError(f"config.export.token_pooling: unknown {pooling!r} (flatten or mean)")
-
-
-def write_clip_view(root: os.PathLike | str, view: os.PathLike | str, splits: Sequence[str],
-                    solos_only: bool = False) -> pathlib.Path:
-  """A dataset root whose <split>_mixtures_n1.csv lists every clip of the split once (solos only
-  when asked), with links to root's media folders, so the eval pipeline yields single clips."""
-  from data_pipeline import dataset_index  # pylint: disable=g-import-not-at-top
-  root, view = pathlib.Path(root).resolve(), pathlib.Path(view)
-  (view / "index").mkdir(parents=True, exist_ok=True)
-  for folder in ("frames", "audio", "audio_sources", "pose"):
-    target, link = root / folder, view / folder
-    if link.is_symlink() and link.resolve() != target.resolve():
-      link.unlink()  # the view was made for another root
-    if target.exists() and not link.is_symlink():
-      link.symlink_to(target, target_is_directory=True)
-  shutil.copyfile(root / "labels.json", view / "labels.json")
-  for split in splits:
-    records = dataset_index.read_index(root, split)
-    shutil.copyfile(root / "index" / f"{split}.csv", view / "index" / f"{split}.csv")
-    with (view / "index" / f"{split}_mixtures_n1.csv").open("w", newline="") as handle:
-      writer = csv.writer(handle)
-      writer.writerow(["mixture_id", "clips"])
-      writer.writerows([r.id, r.id] for r in records if not (solos_only and r.duet))
-  return view
 
 
 def checkpoint_which(config: ml_collections.ConfigDict) -> str:
@@ -219,10 +192,7 @@ def export_embeddings(config: ml_collections.ConfigDict, workdir: str
   train.prepare_dataset(config)
   variables, step = load_tribert_variables(config)
   splits = tuple(config.export.splits)
-  view = write_clip_view(config.data.root, os.path.join(workdir, "clip_view"), splits,
-                         config.export.solos_only)
   data = config.data.copy_and_resolve_references()
-  data.root, data.num_mix = str(view), 1
   data.eval_batch_size = int(config.export.batch_size)
   embed = jax.jit(make_embed_fn(config, data))
   meta = _export_meta(config, step)
@@ -231,9 +201,11 @@ def export_embeddings(config: ml_collections.ConfigDict, workdir: str
   exported = {}
   for split in splits:
     start = time.monotonic()
-    records = dataset_index.read_index(view, split)
+    records = dataset_index.read_index(data.root, split)
     # Every process exports every clip (process 0 of 1): embeddings are small, and no gather.
-    pipeline = input_pipeline.build_eval_pipeline(data, split, process_index=0, process_count=1)
+    pipeline = input_pipeline.build_clip_pipeline(data, split,
+                                                  solos_only=bool(config.export.solos_only),
+                                                  process_index=0, process_count=1)
     chunks: dict[str, list[np.ndarray]] = {}
     for batch in pipeline:
       valid = batch["valid"] > 0.5
