@@ -30,6 +30,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.learning_rate = 1e-3
   config.optim.decay = "cosine"
   config.optim.warmup_steps = 100
+  # pretrain's per-module learning rates name TriBERT modules, which the pose classifier lacks.
+  config.optim.lr_multipliers = ml_collections.ConfigDict()
   config.num_train_steps = 20_000
   config.eval_every_steps = 2_000
   config.eval.ideal_mask = False

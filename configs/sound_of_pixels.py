@@ -77,4 +77,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.phase = "sound_of_pixels"
   config.model = get_model_config(size)
   pretrain.link_model_to_data(config)
+  # Per-module learning rates name TriBERT's modules; give Sound-of-Pixels' separation modules
+  # (the audio U-Net and the synthesizer) the factor TriBERT's separation network gets, so the
+  # two models' separation networks train at the same rate.
+  factor = config.optim.lr_multipliers.get("separation_net")
+  config.optim.lr_multipliers = ml_collections.ConfigDict()
+  if factor is not None:
+    config.optim.lr_multipliers.audio_network = factor
+    config.optim.lr_multipliers.synthesizer = factor
   return config

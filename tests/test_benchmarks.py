@@ -79,3 +79,13 @@ def test_quality_rejects_unknown_models(monkeypatch):
   monkeypatch.setattr(sys, "argv", ["quality", "--models", "wav2vec"])
   with pytest.raises(SystemExit):
     quality.main()
+
+
+def test_unet_conditioning_tiny(monkeypatch, capsys, synthmusic_tiny):
+  from benchmarks import unet_conditioning  # pylint: disable=g-import-not-at-top
+  out, rows = run_main(unet_conditioning, monkeypatch, capsys, "--size", "tiny", "--root",
+                       str(synthmusic_tiny), "--steps", "2", "--window", "1", "--batches", "2",
+                       "--rows", "bottleneck:1e-3", "every_level:1e-3")
+  assert [row[0] for row in rows] == ["bottleneck", "every_level"], out
+  assert all(0 < float(row[2]) < 1 for row in rows), out
+  assert "best feature-blind masks" in out

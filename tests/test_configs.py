@@ -10,6 +10,7 @@ import pytest
 
 from configs.parts import train as train_config
 from tribert_jax import checkpointing
+from tribert_jax import optimizers
 from tribert_jax import train
 from tribert_jax.models import stgcn
 from tribert_jax.models import tribert
@@ -51,6 +52,8 @@ def test_config_builds_and_model_initialises(name, size):
   variables = _abstract_variables(config)
   params = variables["params"]
   assert jax.tree.leaves(params)
+  # The optimiser builds against this model: per-module learning rates name real modules.
+  optimizers.make_optimizer(config.optim, config.num_train_steps, param_names=list(params))
   if name == "finetune":
     assert config.data.num_classes == 11 and config.init.checkpoint
   if name == "pose_pretrain":

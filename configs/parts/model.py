@@ -155,6 +155,10 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
   # residual 2-layer MLP.
   u.fusion = "release" if release else "self_attention"
   u.fusion_heads = 8  # heads of the self-attention fusion
+  # Where the fused feature enters the decoder: "bottleneck" = paper and release (the fusion
+  # above only); "every_level" = ours, also FiLM after every decoder level (zero-initialised),
+  # which the cpu preset needs to learn to separate in minutes (tribert_jax/models/unet.py).
+  u.conditioning = "bottleneck"
   u.input_batch_norm = True  # BatchNorm on the log mixture (Sound-of-Pixels)
   u.remat = False  # nn.remat every U-Net level
 
@@ -190,6 +194,10 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
     u.bottleneck_channels = 192 if release else 64
     u.convs_per_level = 1
     u.fusion_heads = 4
+    # Measured (benchmarks/README.md, "Conditioning the U-Net"): with the paper's bottleneck-only
+    # fusion even oracle one-hot labels as the feature left the mask loss at its unconditioned
+    # level after 150 steps at any learning rate; FiLM at every level learns.
+    u.conditioning = "every_level"
   elif size == "tiny":
     c.input.image_size = 64
     c.input.pose_window = 16
