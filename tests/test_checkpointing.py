@@ -90,3 +90,16 @@ def test_pose_classifier_to_tribert_pose_encoder_mapping():
   with pytest.raises(ValueError, match="missing 1 arrays"):
     checkpointing.map_parameters(tribert, pose_classifier,
                                  prefix_map=[("stgcn", "pose_encoder/stgcn")])
+
+
+def test_best_falls_back_to_latest_when_the_run_never_evaluated(tmp_path):
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  checkpointer.save(5, _state(5.0), {"step": 5})  # no metrics: checkpoints_best/ stays empty
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  assert (tmp_path / checkpointing.BEST_DIR).is_dir()
+  directory, step = checkpointing.resolve_checkpoint_dir(str(tmp_path), "best")
+  assert step == 5 and directory.endswith(checkpointing.LATEST_DIR)
+  tree, _, step = checkpointing.load_state_tree(str(tmp_path), "best")
+  assert step == 5
+  np.testing.assert_array_equal(tree["params"]["encoder"]["kernel"], np.full((3, 4), 5.0))

@@ -141,13 +141,11 @@ def resolve_checkpoint_dir(path: str, which: str = "latest") -> tuple[str, int]:
   base = os.path.basename(path.rstrip("/"))
   if base.isdigit() and os.path.isdir(os.path.join(path, "state")):
     return os.path.dirname(path), int(base)
-  candidates = [path]
-  subdir = BEST_DIR if which == "best" else LATEST_DIR
-  if os.path.isdir(os.path.join(path, subdir)):
-    candidates.insert(0, os.path.join(path, subdir))
-  elif which == "best" and os.path.isdir(os.path.join(path, LATEST_DIR)):
-    logging.warning("%s has no %s; using its latest checkpoint", path, BEST_DIR)
-    candidates.insert(0, os.path.join(path, LATEST_DIR))
+  # A "best" request falls back to the latest checkpoint when the run never evaluated (no
+  # checkpoints_best/, or an empty one), with a warning.
+  subdirs = (BEST_DIR, LATEST_DIR) if which == "best" else (LATEST_DIR,)
+  candidates = [os.path.join(path, d) for d in subdirs if os.path.isdir(os.path.join(path, d))]
+  candidates.append(path)
   for directory in candidates:
     manager = _manager(directory, max_to_keep=None, read_only=True)
     step = manager.best_step() if which == "best" else manager.latest_step()
@@ -155,6 +153,9 @@ def resolve_checkpoint_dir(path: str, which: str = "latest") -> tuple[str, int]:
       step = manager.latest_step()
     manager.close()
     if step is not None:
+      if which == "best" and os.path.basename(directory) != BEST_DIR:
+        logging.warning("%s has no best checkpoint; using the latest one (step %d) of %s", path,
+                        step, directory)
       return directory, step
   raise FileNotFoundError(f"no complete checkpoint found under {path} (looked in {candidates})")
 

@@ -103,20 +103,6 @@ def pool_tokens(tokens: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
   raise ValueError(f"config.export.token_pooling: unknown {pooling!r} (flatten or mean)")
 
 
-def checkpoint_which(config: ml_collections.ConfigDict) -> str:
-  """config.init.which, or "latest" when a "best" slot holds nothing (a run that never
-  evaluated leaves checkpoints_best/ empty, and resolve_checkpoint_dir does not fall back)."""
-  from tribert_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  which = config.init.which
-  if which == "best":
-    try:
-      checkpointing.resolve_checkpoint_dir(config.init.checkpoint, "best")
-    except FileNotFoundError:
-      logging.warning("%s has no best checkpoint; using its latest", config.init.checkpoint)
-      which = "latest"
-  return which
-
-
 def load_tribert_variables(config: ml_collections.ConfigDict) -> tuple[dict[str, Any], int]:
   """(variables {params, batch_stats}, step) of config.init.checkpoint, checked against the
   shapes of config.model (a mismatch names the arrays and the checkpoint)."""
@@ -125,7 +111,7 @@ def load_tribert_variables(config: ml_collections.ConfigDict) -> tuple[dict[str,
   path = config.init.checkpoint
   if not path:
     raise ValueError("config.init.checkpoint is empty: set it to a pretrain workdir")
-  state, _, step = checkpointing.load_state_tree(path, checkpoint_which(config))
+  state, _, step = checkpointing.load_state_tree(path, config.init.which)
   variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
   model = tribert.TriBERT(config=config.model)
   inputs = tribert.example_inputs(config.model, batch_size=1, num_mix=1)
@@ -246,7 +232,7 @@ def ensure_embeddings(config: ml_collections.ConfigDict, workdir: str
   paths = {s: pathlib.Path(workdir, "embeddings", f"{s}.npz") for s in config.export.splits}
   if all(p.is_file() for p in paths.values()):
     _, step = checkpointing.resolve_checkpoint_dir(config.init.checkpoint,
-                                                   checkpoint_which(config))
+                                                   config.init.which)
     loaded = {s: load_embeddings(p) for s, p in paths.items()}
     if all(meta == _export_meta(config, step) for _, meta in loaded.values()):
       logging.info("using the embeddings in %s/embeddings (checkpoint step %d)", workdir, step)
