@@ -108,7 +108,14 @@ def test_config_sizes_build(size):
   reference = pretrain.get_config(size)
   assert config.num_train_steps == reference.num_train_steps
   assert config.data.batch_size == reference.data.batch_size
-  assert config.optim.to_dict() == reference.optim.to_dict()
+  optim, reference_optim = config.optim.to_dict(), reference.optim.to_dict()
+  multipliers, reference_multipliers = optim.pop("lr_multipliers"), reference_optim.pop(
+      "lr_multipliers")
+  assert optim == reference_optim
+  # TriBERT's separation-network rate goes to Sound-of-Pixels' separation modules.
+  factor = reference_multipliers.get("separation_net")
+  expected = {} if factor is None else {"audio_network": factor, "synthesizer": factor}
+  assert multipliers == expected
   model = sound_of_pixels.SoundOfPixels(config.model)
   variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)},
                                                 sound_of_pixels.example_inputs(config.model),
