@@ -1,6 +1,6 @@
 """How fast TriBERT's separation U-Net learns to use its conditioning feature, in isolation.
 
-  python -m benchmarks.unet_conditioning                  # cpu preset, 150 steps per row (~15 min)
+  python -m benchmarks.unet_conditioning                  # cpu preset, 3 rows x 150 steps (~8 min)
   python -m benchmarks.unet_conditioning --size tiny --steps 2 --rows bottleneck:3e-4
 
 The attention U-Net alone (config.model.unet at --size) is trained on real Mix-and-Separate
@@ -99,8 +99,7 @@ def main() -> None:
   parser.add_argument("--window", type=int, default=25, help="steps averaged for the result")
   parser.add_argument("--batches", type=int, default=150, help="distinct batches cycled over")
   parser.add_argument("--rows", nargs="+",
-                      default=["bottleneck:3e-4", "bottleneck:3e-3", "every_level:3e-4",
-                               "every_level:3e-3"],
+                      default=["bottleneck:3e-4", "bottleneck:3e-3", "every_level:3e-3"],
                       help="conditioning:learning_rate pairs")
   args = parser.parse_args()
 
