@@ -43,15 +43,15 @@ def get_config(variant: str, size: str) -> ml_collections.ConfigDict:
 
 
 def build_model(model_config: ml_collections.ConfigDict) -> Any:
-  """The model config.model.name names (the trainer's own factory)."""
-  from tribert_jax import train  # pylint: disable=g-import-not-at-top
-  return train.build_model(model_config)
+  """The model config.model.name names (the separation task's own factory)."""
+  from tribert_jax.tasks import separation  # pylint: disable=g-import-not-at-top
+  return separation.build_model(model_config)
 
 
 def make_task(config: ml_collections.ConfigDict, class_names: Sequence[str]) -> Any:
-  """train.Task of any separation model variant (TriBERT's loss and evaluation)."""
-  from tribert_jax import train  # pylint: disable=g-import-not-at-top
-  return train.tribert_task(config, list(class_names))
+  """Task of any separation model variant (TriBERT's loss and evaluation)."""
+  from tribert_jax.tasks import separation  # pylint: disable=g-import-not-at-top
+  return separation.separation_task(config, list(class_names))
 
 
 def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0

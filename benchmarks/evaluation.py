@@ -3,12 +3,13 @@
   python -m benchmarks.evaluation                 # 48 mixtures, N = 2
   python -m benchmarks.evaluation --size tiny     # 4 mixtures
 
-Uses the evaluation's own pieces: evaluate.masks_to_waveforms (jitted, as inside the trainer's
-separate step) and evaluate.score_all (a forkserver process pool over all cores, or in-process
-with 1 worker). Each mixture is scored three times, as in training runs: the separated sources,
-the unprocessed mixture (floor) and the ideal binary mask (ceiling). The sources are synthetic
-(decaying harmonic notes plus noise, 65535 samples), the predicted masks the ideal ones with
-10 % of the bins flipped: BSS-eval's cost depends on the length and N, not on the content.
+Uses the evaluation's own pieces: spectral.masks_to_waveforms (jitted, as inside the trainer's
+separate step) and evaluation.separation.score_all (a forkserver process pool over all cores, or
+in-process with 1 worker). Each mixture is scored three times, as in training runs: the
+separated sources, the unprocessed mixture (floor) and the ideal binary mask (ceiling). The
+sources are synthetic (decaying harmonic notes plus noise, 65535 samples), the predicted masks
+the ideal ones with 10 % of the bins flipped: BSS-eval's cost depends on the length and N, not
+on the content.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def main() -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from configs.parts import data as data_parts  # pylint: disable=g-import-not-at-top
-  from tribert_jax import audio  # pylint: disable=g-import-not-at-top
-  from tribert_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from tribert_jax import spectral  # pylint: disable=g-import-not-at-top
+  from tribert_jax.evaluation import separation  # pylint: disable=g-import-not-at-top
 
   data = data_parts.get_data_config("paper")
   num_mixtures = args.mixtures or (4 if args.size == "tiny" else 48)
@@ -63,13 +64,13 @@ def main() -> None:
 
   @jax.jit
   def reconstruct(waveform, mixture, key):
-    features = audio.spectral_features(waveform, mixture, data)
+    features = spectral.spectral_features(waveform, mixture, data)
     # A prediction near the ideal mask (10 % of bins flipped): like a trained model's, and its
     # sources keep their order, so fast_bss_eval need not fall back to mir_eval.
     flip = jax.random.uniform(key, features["gt_masks"].shape) < 0.1
     masks = jnp.where(flip, 1.0 - features["gt_masks"], features["gt_masks"])
     rebuild = functools.partial(
-        evaluate.masks_to_waveforms, mix_mag=features["mix_mag"],
+        spectral.masks_to_waveforms, mix_mag=features["mix_mag"],
         mix_phase=features["mix_phase"], length=mixture.shape[-1], data_config=data,
         threshold=0.5, mask_type="binary")
     return rebuild(masks), rebuild(features["gt_masks"])
@@ -94,7 +95,7 @@ def main() -> None:
     for workers in args.workers:
       count = workers or os.cpu_count() or 1
       start = time.perf_counter()
-      records = evaluate.score_all(tasks, num_workers=workers, progress=False)
+      records = separation.score_all(tasks, num_workers=workers, progress=False)
       seconds = time.perf_counter() - start
       if len(records) != num_mixtures:
         raise RuntimeError(f"scored {len(records)} of {num_mixtures} mixtures")

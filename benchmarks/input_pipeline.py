@@ -7,7 +7,8 @@
 
 Prints batches/s and examples/s of the training pipeline for each num_parallel_calls tried and
 each data source (config.data.source: the folder layout, and its TFDS build, made once under /tmp
-with data_pipeline.build_tfds); record the figures with date and machine in benchmarks/README.md.
+with data_pipeline.loading.build_tfds); record the figures with date and machine in
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _tfds_build(args, root: pathlib.Path) -> tuple[str, str]:
     return args.tfds_name, args.tfds_data_dir
   if args.root:
     raise SystemExit("--source tfds with --root needs --tfds_name and --tfds_data_dir")
-  from data_pipeline import build_tfds
+  from data_pipeline.loading import build_tfds
 
   data_dir = "/tmp/tribert_benchmark_tfds"
   start = time.perf_counter()
@@ -54,13 +55,13 @@ def _tfds_build(args, root: pathlib.Path) -> tuple[str, str]:
 def benchmark_pipeline(args) -> None:
   """Training-pipeline throughput for several num_parallel_calls values and data sources."""
   from configs.parts import data as data_parts
-  from data_pipeline import dataset_index
-  from data_pipeline import input_pipeline
+  from data_pipeline.layout import reader
+  from data_pipeline.loading import pipeline as loading_pipeline
 
   root = _dataset_root(args.root, args.data_size)
   config = data_parts.get_data_config(args.size)
   config.root = str(root)
-  config.num_classes = len(dataset_index.read_labels(root).classes)
+  config.num_classes = len(reader.read_labels(root).classes)
   config.multi_source = True
   if "tfds" in args.source:
     config.tfds_name, config.tfds_data_dir = _tfds_build(args, root)
@@ -77,8 +78,8 @@ def benchmark_pipeline(args) -> None:
     for source in args.source:  # alternated, so a change of machine load hits both sources
       config.source = source
       start = time.perf_counter()
-      pipeline = input_pipeline.build_train_pipeline(config, seed=0, process_index=0,
-                                                     process_count=1)
+      pipeline = loading_pipeline.build_train_pipeline(config, seed=0, process_index=0,
+                                                       process_count=1)
       setup = time.perf_counter() - start  # index, validation / record reads, pose parsing
       iterator = iter(pipeline)
       for _ in range(args.warmup):
@@ -102,7 +103,7 @@ def benchmark_stft(args) -> None:
   import tensorflow as tf
 
   from configs.parts import data as data_parts
-  from tribert_jax import audio
+  from tribert_jax import spectral
 
   config = data_parts.get_data_config("paper")
   batch, num_mix, length = 12, config.num_mix, config.audio_length
@@ -110,7 +111,7 @@ def benchmark_stft(args) -> None:
   waveform = (0.1 * rng.standard_normal((batch, num_mix, length))).astype(np.float32)
   mixture = waveform.sum(axis=1)
   signals = np.concatenate([mixture[:, None], waveform], axis=1)  # [B, N + 1, L]
-  positions = audio.warp_positions(512, 256)
+  positions = spectral.warp_positions(512, 256)
   low = np.minimum(np.floor(positions).astype(np.int32), 510)
   frac = tf.constant((positions - low).astype(np.float32)[:, None])
   window = functools.partial(tf.signal.hann_window, periodic=True)
@@ -119,7 +120,7 @@ def benchmark_stft(args) -> None:
     padded = tf.pad(x, [[0, 0], [0, 0], [511, 511]], mode="REFLECT")
     spec = tf.signal.stft(padded, 1022, 256, 1022, window_fn=window, pad_end=False)
     magnitude = tf.transpose(tf.abs(spec), [0, 1, 3, 2])  # [B, N + 1, 512, 256]
-    # Same two-tap bilinear warp as tribert_jax.audio.warp.
+    # Same two-tap bilinear warp as tribert_jax.spectral.warp.
     return (tf.gather(magnitude, low, axis=2) * (1.0 - frac)
             + tf.gather(magnitude, low + 1, axis=2) * frac)
 
@@ -132,14 +133,14 @@ def benchmark_stft(args) -> None:
     next(iterator)
   tf_ms = (time.perf_counter() - start) / args.batches * 1e3
 
-  features = jax.jit(functools.partial(audio.spectral_features, config=config))
+  features = jax.jit(functools.partial(spectral.spectral_features, config=config))
   for _ in range(3):
     jax.block_until_ready(features(waveform, mixture))
   start = time.perf_counter()
   for _ in range(args.batches):
     jax.block_until_ready(features(waveform, mixture))
   jax_ms = (time.perf_counter() - start) / args.batches * 1e3
-  stft_only = jax.jit(audio.stft)
+  stft_only = jax.jit(spectral.stft)
   jax.block_until_ready(stft_only(signals))
   start = time.perf_counter()
   for _ in range(args.batches):

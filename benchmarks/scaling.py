@@ -31,9 +31,8 @@ def worker(arguments: dict) -> dict:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
 
-  from tribert_jax import audio  # pylint: disable=g-import-not-at-top
-  from tribert_jax import evaluate  # pylint: disable=g-import-not-at-top
   from tribert_jax import sharding  # pylint: disable=g-import-not-at-top
+  from tribert_jax.tasks import separation  # pylint: disable=g-import-not-at-top
 
   devices = jax.devices()
   if len(devices) != arguments["devices"]:
@@ -50,8 +49,7 @@ def worker(arguments: dict) -> dict:
   host_batch = common.synthetic_batch(config, global_batch)
 
   def inputs_of(batch):
-    features = audio.spectral_features(batch["waveform"], batch["mixture"], config.data)
-    return evaluate.model_inputs(batch, features), features
+    return separation.model_inputs(batch, config.data)
 
   def init(rng):
     inputs, _ = inputs_of(jax.tree.map(lambda x: x[:1], host_batch))

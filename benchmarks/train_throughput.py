@@ -51,11 +51,11 @@ def worker(arguments: dict) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from tribert_jax import audio  # pylint: disable=g-import-not-at-top
-  from tribert_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from tribert_jax import initialization  # pylint: disable=g-import-not-at-top
   from tribert_jax import optimizers  # pylint: disable=g-import-not-at-top
   from tribert_jax import sharding  # pylint: disable=g-import-not-at-top
   from tribert_jax import train  # pylint: disable=g-import-not-at-top
+  from tribert_jax.tasks import separation  # pylint: disable=g-import-not-at-top
 
   config = common.get_config(arguments["model"], arguments["size"])
   config.model.dtype = arguments["dtype"]
@@ -65,7 +65,7 @@ def worker(arguments: dict) -> dict:
   task = common.make_task(config, class_names)
   mesh = sharding.make_mesh(shape={"data": 1}, devices=jax.devices()[:1])
   tx, schedule = optimizers.make_optimizer(config.optim, 1000)
-  init_fn, _, shardings, init_rng = train.make_state_initializer(task, tx, config, mesh)
+  init_fn, _, shardings, init_rng = initialization.make_state_initializer(task, tx, config, mesh)
   state = init_fn(init_rng)
   batch = jax.device_put(common.synthetic_batch(config, batch_size),
                          sharding.data_sharding(mesh))
@@ -75,9 +75,8 @@ def worker(arguments: dict) -> dict:
     args = (state, batch)
   else:
     def forward(variables, batch):
-      features = audio.spectral_features(batch["waveform"], batch["mixture"], config.data)
-      outputs, _ = task.model.apply(variables, evaluate.model_inputs(batch, features),
-                                    train=False)
+      inputs, _ = separation.model_inputs(batch, config.data)
+      outputs, _ = task.model.apply(variables, inputs, train=False)
       return outputs["mask_logits"]
     fn = jax.jit(forward)
     args = (state.variables(), batch)

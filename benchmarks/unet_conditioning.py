@@ -26,11 +26,11 @@ def reference_levels(batches, data_config) -> tuple[float, float]:
   """(loss of all-0.5 masks, loss of the best feature-blind masks) averaged over batches."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from tribert_jax import audio, losses  # pylint: disable=g-import-not-at-top
+  from tribert_jax import losses, spectral  # pylint: disable=g-import-not-at-top
 
   half, blind = [], []
   for batch in batches:
-    f = audio.spectral_features(batch["waveform"], batch["mixture"], data_config)
+    f = spectral.spectral_features(batch["waveform"], batch["mixture"], data_config)
     gt, weight, valid = f["gt_masks"], f["weight"], jnp.asarray(batch["valid"])
     half.append(float(losses.separation_loss(jnp.zeros_like(gt), gt, weight, valid)))
     p = jnp.clip(jnp.mean(gt, axis=1, keepdims=True), 1e-4, 1 - 1e-4)
@@ -47,7 +47,8 @@ def train_row(config, batches, conditioning: str, learning_rate: float, steps: i
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from tribert_jax import audio, losses  # pylint: disable=g-import-not-at-top
+  from tribert_jax import spectral  # pylint: disable=g-import-not-at-top
+  from tribert_jax import losses  # pylint: disable=g-import-not-at-top
   from tribert_jax.models import unet  # pylint: disable=g-import-not-at-top
 
   model_config = config.model.copy_and_resolve_references()
@@ -56,7 +57,7 @@ def train_row(config, batches, conditioning: str, learning_rate: float, steps: i
   log_eps = model_config.log_eps
 
   def features(batch):
-    f = audio.spectral_features(batch["waveform"], batch["mixture"], config.data)
+    f = spectral.spectral_features(batch["waveform"], batch["mixture"], config.data)
     return jnp.log(f["mix_warped"] + log_eps), f
 
   first = batches[0]
@@ -103,14 +104,14 @@ def main() -> None:
                       help="conditioning:learning_rate pairs")
   args = parser.parse_args()
 
-  from data_pipeline import input_pipeline  # pylint: disable=g-import-not-at-top
-  from tribert_jax import train  # pylint: disable=g-import-not-at-top
+  from data_pipeline.loading import pipeline as loading_pipeline
+  from data_pipeline import prepare  # pylint: disable=g-import-not-at-top
 
   config = common.get_config("tribert", args.size)
   if args.root:
     config.data.root = args.root
-  train.prepare_dataset(config)
-  pipeline = iter(input_pipeline.build_train_pipeline(config.data, seed=0))
+  prepare.prepare_dataset(config, process_index=0)
+  pipeline = iter(loading_pipeline.build_train_pipeline(config.data, seed=0))
   keys = ("waveform", "mixture", "labels", "valid")
   batches = [{k: b[k] for k in keys} for b, _ in zip(pipeline, range(args.batches))]
   half, blind = reference_levels(batches[:20], config.data)

@@ -19,9 +19,8 @@ import ml_collections
 
 from configs import pretrain
 from configs.parts import train as train_config
+from data_pipeline.layout.schema import MUSIC_CLASSES
 
-MUSIC_CLASSES = ("accordion", "acoustic_guitar", "cello", "clarinet", "erhu", "flute",
-                 "saxophone", "trumpet", "tuba", "violin", "xylophone")
 # Target parameter paths whose shapes depend on the number of classes (regexes).
 CLASS_LAYER_PATTERNS = (r"/expansive_conv/", r"/discriminative_conv/",
                         r"_head/classification/", r"_head/detection/")

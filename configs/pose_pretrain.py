@@ -8,7 +8,7 @@ The paper and the authors' release both feed TriBERT features of an ST-GCN train
 this phase trains that ST-GCN (tribert_jax.models.stgcn.PoseClassifier: ST-GCN, mean over
 time, joints and persons, linear classifier) with a multi-label BCE on each video's labels. Its
 best-accuracy checkpoint initialises TriBERT's pose encoder (stgcn/* -> pose_encoder/stgcn/*,
-see tribert_jax/train.py POSE_ENCODER_PREFIX_MAP). Same model/data keys as pretrain.py so the
+see tribert_jax/initialization.py POSE_ENCODER_PREFIX_MAP). Same model/data keys as pretrain.py so the
 ST-GCN shapes match.
 """
 

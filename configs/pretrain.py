@@ -6,7 +6,7 @@
 
 Defaults are the paper's: Adam, learning rate 1e-5, batch 12, N = 2 videos, 3 frames.
 Dataset: SynthMUSIC generated at config.data.root on first use (config.dataset = "synthmusic");
-for the real MUSIC21 preprocessed by data_pipeline/preprocess.py pass
+for the real MUSIC21 preprocessed by `python -m data_pipeline.ingest` pass
   --config.dataset=music21 --config.data.root=/path/to/MUSIC21
 """
 
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
 from configs.parts import data as data_config
 from configs.parts import model as model_config
 from configs.parts import train as train_config
+from data_pipeline.layout.schema import MUSIC21_CLASSES
 
-MUSIC21_CLASSES = ("accordion", "acoustic_guitar", "bagpipe", "banjo", "bassoon", "cello",
-                   "clarinet", "congas", "drum", "electric_bass", "erhu", "flute", "guzheng",
-                   "piano", "pipa", "saxophone", "trumpet", "tuba", "ukulele", "violin",
-                   "xylophone")
 # SynthMUSIC generator size used for each config size (data_pipeline.synthmusic.generate).
 SYNTHMUSIC_SIZES = {"paper": "large", "cpu": "default", "tiny": "tiny"}
 
@@ -38,18 +36,20 @@ def link_model_to_data(config: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Pre-training config; arg = size in {paper (default), cpu, tiny}."""
-  size = train_config.parse_size(arg)
+  """Pre-training config; arg = SIZE[,variant=VARIANT]: size in {paper (default), cpu, tiny},
+  model variant in {paper (default), release} (configs/parts/model.py)."""
+  args = common.parse_arg(arg, variant="paper")
+  size = args["size"]
   config = ml_collections.ConfigDict()
   config.phase = "pretrain"
   config.size = size
-  config.model = model_config.get_model_config(size, "paper")
+  config.model = model_config.get_model_config(size, args["variant"])
   config.data = data_config.get_data_config(size)
   train_config.add_train_config(config)
 
   # ---- Dataset ----
   # "synthmusic": generated at data.root if that folder does not exist (main.py does it);
-  # "music21" / "music": a real dataset root written by data_pipeline/preprocess.py.
+  # "music21" / "music": a real dataset root written by `python -m data_pipeline.ingest`.
   config.dataset = "synthmusic"
   config.synthmusic_size = SYNTHMUSIC_SIZES[size]  # generator size (tiny, default, large)
   config.synthmusic_seed = 0

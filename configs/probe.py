@@ -1,6 +1,6 @@
 """Representation probe (supplement Table 4): MLP instrument classifier on frozen features.
 
-  python -m tribert_jax.probe --config=configs/probe.py:cpu --workdir=runs/retrieval_cpu
+  python main.py --config=configs/probe.py:cpu --workdir=runs/retrieval_cpu --mode=probe
 
 Same export keys as configs/retrieval.py (config.init = the pretrain run, config.export); with
 the retrieval workdir the exported embeddings are reused.
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
 from configs import pretrain
 from configs import retrieval
-from configs.parts import train as train_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Probe config; arg = size in {paper (default), cpu, tiny}."""
-  size = train_config.parse_size(arg)
+  size = common.parse_size(arg)
   config = pretrain.get_config(size)
   config.phase = "probe"
   retrieval.add_export_config(config)

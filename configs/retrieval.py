@@ -1,21 +1,21 @@
 """Cross-modal retrieval on frozen TriBERT embeddings (paper §4.2, Table 3; supplement §1).
 
   python main.py --config=configs/pretrain.py:cpu --workdir=runs/pretrain_cpu
-  python -m tribert_jax.retrieval --config=configs/retrieval.py:cpu --workdir=runs/retrieval_cpu
+  python main.py --config=configs/retrieval.py:cpu --workdir=runs/retrieval_cpu --mode=retrieval
   # another pretrain run: --config.init.checkpoint=/path/to/pretrain_workdir
 
 Built on configs/pretrain.py: config.model and config.data must be the pretrain run's (the
 checkpoint is checked against config.model's shapes). config.export says how clips become
 embeddings (shared with configs/probe.py); config.retrieval is the multiple-choice training and
-the top-k evaluation (see tribert_jax/retrieval.py for the protocol).
+the top-k evaluation (see tribert_jax/embeddings/retrieval.py for the protocol).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from configs import common
 from configs import pretrain
-from configs.parts import train as train_config
 
 
 def add_export_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -35,7 +35,7 @@ def add_export_config(config: ml_collections.ConfigDict) -> ml_collections.Confi
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Retrieval config; arg = size in {paper (default), cpu, tiny}."""
-  size = train_config.parse_size(arg)
+  size = common.parse_size(arg)
   config = pretrain.get_config(size)
   config.phase = "retrieval"
   add_export_config(config)

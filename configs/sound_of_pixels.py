@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
 from configs import pretrain
 from configs.parts import model as model_parts
-from configs.parts import train as train_config
 
 
 def get_model_config(size: str = "paper") -> ml_collections.ConfigDict:
   """config.model of Sound-of-Pixels at SIZE in {paper, cpu, tiny}."""
-  if size not in train_config.SIZES:
-    raise ValueError(f"configs/sound_of_pixels.py: size must be one of {train_config.SIZES}, "
+  if size not in common.SIZES:
+    raise ValueError(f"configs/sound_of_pixels.py: size must be one of {common.SIZES}, "
                      f"got {size!r}")
   c = ml_collections.ConfigDict()
   c.name = "sound_of_pixels"  # which model class the trainer builds
@@ -72,7 +72,7 @@ def get_model_config(size: str = "paper") -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Sound-of-Pixels config; arg = size in {paper (default), cpu, tiny}."""
-  size = train_config.parse_size(arg)
+  size = common.parse_size(arg)
   config = pretrain.get_config(size)
   config.phase = "sound_of_pixels"
   config.model = get_model_config(size)

@@ -1,7 +1,7 @@
 """Writes a minimal valid dataset layout (sine-tone wavs, small JPEGs, AlphaPose JSON, CSVs).
 
 Independent of the SynthMUSIC generator so the pipeline tests run on their own; the layout follows
-the on-disk contract in data_pipeline/dataset_index.py.
+the on-disk contract in data_pipeline/layout/schema.py.
 """
 
 from __future__ import annotations

@@ -58,8 +58,10 @@ def test_bad_variant_and_size_are_rejected():
     ablations_config.get_config("tiny,erase_audio")
   with pytest.raises(ValueError, match="config argument"):
     ablations_config.get_config("huge,erase_pose")
+  runner = ablations_config.get_config("tiny")
+  runner.ablations.variants = "erase_smell"
   with pytest.raises(ValueError, match="unknown ablation variants"):
-    ablations.run("tiny", "/nonexistent", ["erase_smell"])
+    ablations.run(runner, "/nonexistent")
 
 
 def test_runner_trains_one_step_per_variant_and_prints_the_table(synthmusic_tiny, tmp_path,
@@ -67,8 +69,11 @@ def test_runner_trains_one_step_per_variant_and_prints_the_table(synthmusic_tiny
   # multi_source trains the same programs as default on other data (solos + duets): two full
   # runs for the compile cost of one. The other variants' models are built above.
   variants = ["default", "multi_source"]
-  report = ablations.run("tiny", str(tmp_path), variants, data_root=str(synthmusic_tiny),
-                         num_train_steps=1)
+  runner = ablations_config.get_config("tiny")
+  runner.ablations.variants = ",".join(variants)
+  runner.data.root = str(synthmusic_tiny)
+  runner.num_train_steps = 1
+  report = ablations.run(runner, str(tmp_path))
   assert list(report["variants"]) == variants
   for name in variants:
     row = report["variants"][name]

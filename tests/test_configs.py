@@ -8,15 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.parts import train as train_config
-from tribert_jax import checkpointing
+from configs import common
+from tribert_jax import initialization
 from tribert_jax import optimizers
-from tribert_jax import train
+from tribert_jax.tasks import separation
 from tribert_jax.models import stgcn
 from tribert_jax.models import tribert
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
-CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__init__")
+CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
+                      if p.stem not in ("__init__", "common"))
 
 
 def test_every_phase_config_is_listed():
@@ -33,14 +34,14 @@ def _abstract_variables(config):
     mask = jnp.ones((1, i.num_persons, i.pose_window))
     init = lambda rng: model.init({"params": rng, "dropout": rng}, pose, mask, train=False)  # noqa: E731
   else:
-    model = train.build_model(config.model)
+    model = separation.build_model(config.model)
     inputs = tribert.example_inputs(config.model, batch_size=1)
     init = lambda rng: model.init({"params": rng, "dropout": rng, "masking": rng}, inputs,  # noqa: E731
                                   train=False)
   return jax.eval_shape(init, jax.random.PRNGKey(0))
 
 
-@pytest.mark.parametrize("size", train_config.SIZES)
+@pytest.mark.parametrize("size", common.SIZES)
 @pytest.mark.parametrize("name", CONFIG_FILES)
 def test_config_builds_and_model_initialises(name, size):
   config = importlib.import_module(f"configs.{name}").get_config(size)
@@ -58,9 +59,9 @@ def test_config_builds_and_model_initialises(name, size):
     assert config.data.num_classes == 11 and config.init.checkpoint
   if name == "pose_pretrain":
     assert "stgcn" in params
-  elif config.model.get("name", "tribert") == "tribert":
+  elif config.model.name == "tribert":
     # The pose pre-training checkpoint maps onto TriBERT's pose encoder.
-    assert all(target.split("/")[0] in params for _, target in train.POSE_ENCODER_PREFIX_MAP)
+    assert all(target.split("/")[0] in params for _, target in initialization.POSE_ENCODER_PREFIX_MAP)
 
 
 def test_config_argument_is_checked():
@@ -82,11 +83,11 @@ def test_finetune_reinitialises_exactly_the_class_dependent_layers():
   finetune_config = importlib.import_module("configs.finetune").get_config("tiny")
   finetune_params = _abstract_variables(finetune_config)["params"]
   zeros = lambda tree: jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), nn_unbox(tree))  # noqa: E731
-  merged, report = checkpointing.map_parameters(
+  merged, report = initialization.map_parameters(
       zeros(finetune_params), zeros(pretrain_params),
       reinit_patterns=finetune_config.init.reinit_patterns)
-  changed = {p for p, v in checkpointing.flatten(zeros(finetune_params)).items()
-             if checkpointing.flatten(zeros(pretrain_params))[p].shape != v.shape}
+  changed = {p for p, v in initialization.flatten(zeros(finetune_params)).items()
+             if initialization.flatten(zeros(pretrain_params))[p].shape != v.shape}
   assert changed and changed <= set(report.reinitialised)
   assert report.copied and not report.unused_source and merged
 

@@ -1,4 +1,4 @@
-"""Loading a torchvision-style ResNet .npz and a PoseClassifier's ST-GCN into TriBERT variables."""
+"""Loading a torchvision-style ResNet .npz into TriBERT variables."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,6 @@ import pytest
 
 from configs.parts.model import get_model_config
 from tribert_jax.models import pretrained
-from tribert_jax.models.stgcn import PoseClassifier
 from tribert_jax.models.tribert import TriBERT, example_inputs, unbox
 
 
@@ -89,19 +88,3 @@ def test_load_resnet_npz_errors_name_file_and_key(tmp_path):
     pretrained.load_resnet_npz(variables, tmp_path / "missing.npz")
   with pytest.raises(FileNotFoundError):
     pretrained.load_resnet_npz(variables, tmp_path / "absent.npz")
-
-
-def test_pose_classifier_stgcn_loads_into_tribert():
-  cfg = get_model_config("tiny")
-  clf = PoseClassifier(cfg)
-  pose, mask = jnp.ones((1, 2, 16, 68, 3)), jnp.ones((1, 2, 16))
-  clf_vars = run_o0(clf.init, jax.random.PRNGKey(0), pose, mask)
-  tribert_vars = zeros_like_tree(unbox(abstract_tribert(cfg)))
-  out = pretrained.load_pose_classifier(tribert_vars, clf_vars)
-  got = out["params"]["pose_encoder"]["stgcn"]
-  want = unbox(clf_vars)["params"]["stgcn"]
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_array_equal(a, b)
-  assert jax.tree.structure(got) == jax.tree.structure(want)
-  np.testing.assert_array_equal(out["batch_stats"]["pose_encoder"]["stgcn"]["data_bn"]["var"],
-                                clf_vars["batch_stats"]["stgcn"]["data_bn"]["var"])

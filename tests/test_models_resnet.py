@@ -1,7 +1,6 @@
 """ResNet trunk: shapes, torchvision-like names, BatchNorm in train/eval and frozen mode."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tribert_jax.models.resnet import ResNet

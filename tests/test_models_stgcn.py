@@ -7,6 +7,7 @@ import pytest
 from scipy.sparse.csgraph import connected_components
 
 from configs.parts.model import get_model_config
+from data_pipeline.layout import skeleton
 from tribert_jax.models import stgcn
 
 
@@ -23,7 +24,7 @@ def test_graph_edges_body_hands_and_wrists():
   assert len({tuple(sorted(e)) for e in edges}) == len(edges)  # no duplicates
   nodes = {v for e in edges for v in e}
   assert nodes == set(range(68))
-  assert (stgcn.LEFT_WRIST, 26) in edges and (stgcn.RIGHT_WRIST, 47) in edges
+  assert (skeleton.LEFT_WRIST, 26) in edges and (skeleton.RIGHT_WRIST, 47) in edges
   hand = [(i, j) for i, j in edges if i >= 26 and j >= 26]
   assert len(hand) == 40
   # Every finger chain starts at its hand's root (the hand wrist).
@@ -45,7 +46,7 @@ def test_spatial_adjacency_is_normalised_symmetric_and_connected():
   # Partitions by distance to the centre: the neck's neighbours are all further out.
   assert a[1][:, stgcn.NECK].sum() == 0 and a[2][:, stgcn.NECK].sum() > 0
   # Left wrist: its hand root is further (centrifugal), its elbow closer (centripetal).
-  assert a[2][26, stgcn.LEFT_WRIST] > 0 and a[1][7, stgcn.LEFT_WRIST] > 0
+  assert a[2][26, skeleton.LEFT_WRIST] > 0 and a[1][7, skeleton.LEFT_WRIST] > 0
 
 
 def test_stgcn_shapes_and_stride():

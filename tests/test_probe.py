@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from configs import probe as probe_config  # noqa: E402
-from tribert_jax import probe  # noqa: E402
+from tribert_jax.embeddings import probe  # noqa: E402
 
 
 def tiny_cfg(**overrides):

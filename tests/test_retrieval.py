@@ -13,8 +13,10 @@ import pytest  # noqa: E402
 
 from configs import pretrain  # noqa: E402
 from configs import retrieval as retrieval_config  # noqa: E402
-from data_pipeline import dataset_index  # noqa: E402
-from tribert_jax import retrieval  # noqa: E402
+from data_pipeline.layout import reader  # noqa: E402
+from tribert_jax.embeddings import export  # noqa: E402
+from tribert_jax.embeddings import ranking  # noqa: E402
+from tribert_jax.embeddings import retrieval  # noqa: E402
 
 # A session compilation cache: the tiny pretrain below is the same program as the "default"
 # ablation of tests/test_ablations.py, compiled once per session.
@@ -38,41 +40,41 @@ def test_exact_match_embeddings_give_top1_100():
   rng = np.random.default_rng(0)
   embeddings = rng.normal(size=(50, 32))
   scores = embeddings @ embeddings.T  # query i matches answer i exactly: |x|^2 > x . y
-  accuracy = retrieval.topk_accuracy(scores, np.arange(50), (1, 5, 10))
+  accuracy = ranking.topk_accuracy(scores, np.arange(50), (1, 5, 10))
   assert accuracy == {1: 100.0, 5: 100.0, 10: 100.0}
 
 
 def test_random_scores_are_at_chance():
   rng = np.random.default_rng(1)
   queries, pool = 4000, 100
-  accuracy = retrieval.topk_accuracy(rng.normal(size=(queries, pool)),
+  accuracy = ranking.topk_accuracy(rng.normal(size=(queries, pool)),
                                      rng.integers(0, pool, queries), (1, 5, 10))
   for k, value in accuracy.items():
-    chance = retrieval.random_accuracy(k, pool)
+    chance = ranking.random_accuracy(k, pool)
     sigma = 100 * np.sqrt(chance / 100 * (1 - chance / 100) / queries)
     assert abs(value - chance) < 4 * sigma, (k, value, chance)
 
 
-@pytest.mark.parametrize("policy", retrieval.TIE_POLICIES)
+@pytest.mark.parametrize("policy", ranking.TIE_POLICIES)
 def test_all_equal_scores_never_inflate_accuracy(policy):
   pool = 20
   scores = np.zeros((pool, pool))
-  accuracy = retrieval.topk_accuracy(scores, np.arange(pool), (1, 5, 10, 20), policy)
+  accuracy = ranking.topk_accuracy(scores, np.arange(pool), (1, 5, 10, 20), policy)
   if policy == "pessimistic":
     assert accuracy == {1: 0.0, 5: 0.0, 10: 0.0, 20: 100.0}
   else:  # mean over random orders of the ties = random selection
-    assert accuracy == pytest.approx({k: retrieval.random_accuracy(k, pool)
+    assert accuracy == pytest.approx({k: ranking.random_accuracy(k, pool)
                                       for k in (1, 5, 10, 20)})
   # Deterministic: the same scores give the same numbers.
-  assert accuracy == retrieval.topk_accuracy(scores, np.arange(pool), (1, 5, 10, 20), policy)
+  assert accuracy == ranking.topk_accuracy(scores, np.arange(pool), (1, 5, 10, 20), policy)
 
 
 def test_partial_ties():
   # Answer (index 0) ties with two items, one item scores higher.
   scores = np.array([[1.0, 1.0, 1.0, 2.0, 0.0]])
-  pessimistic = retrieval.topk_accuracy(scores, np.array([0]), (1, 2, 3, 4))
+  pessimistic = ranking.topk_accuracy(scores, np.array([0]), (1, 2, 3, 4))
   assert pessimistic == {1: 0.0, 2: 0.0, 3: 0.0, 4: 100.0}
-  expected = retrieval.topk_accuracy(scores, np.array([0]), (1, 2, 3, 4), "expected")
+  expected = ranking.topk_accuracy(scores, np.array([0]), (1, 2, 3, 4), "expected")
   assert expected == pytest.approx({1: 0.0, 2: 100 / 3, 3: 200 / 3, 4: 100.0})
 
 
@@ -98,7 +100,7 @@ def test_untrained_network_on_random_embeddings_is_at_chance():
   accuracy = retrieval.evaluate_variant(trained, {m: test[m] for m in ("visual", "audio")},
                                         test["pose"], (10, 50), "pessimistic")
   for k, value in accuracy.items():
-    chance = retrieval.random_accuracy(k, pool)
+    chance = ranking.random_accuracy(k, pool)
     sigma = 100 * np.sqrt(chance / 100 * (1 - chance / 100) / pool)
     assert abs(value - chance) < 4 * sigma, (k, value, chance)
 
@@ -163,7 +165,7 @@ def test_training_learns_a_synthetic_alignment():
   assert trained.history[-1] < 0.5 * trained.history[0]
   test_q, test_r = clips(50)
   accuracy = retrieval.evaluate_variant(trained, {"pose": test_q}, test_r, (1, 5), "pessimistic")
-  assert accuracy[1] > 10 * retrieval.random_accuracy(1, 50)
+  assert accuracy[1] > 10 * ranking.random_accuracy(1, 50)
   assert accuracy[5] > 50.0
 
 
@@ -190,10 +192,10 @@ def test_export_and_retrieval_run_on_a_tiny_checkpoint(synthmusic_tiny, tiny_pre
   workdir = str(tmp_path / "retrieval")
   report = retrieval.run(config, workdir)
 
-  embeddings, step = retrieval.ensure_embeddings(config, workdir)  # reused, not re-exported
+  embeddings, step = export.ensure_embeddings(config, workdir)  # reused, not re-exported
   assert step == 1
   for split in ("train", "test"):
-    records = dataset_index.read_index(synthmusic_tiny, split)
+    records = reader.read_index(synthmusic_tiny, split)
     arrays = embeddings[split]
     assert list(arrays["ids"]) == [r.id for r in records]  # every clip once, in index order
     assert arrays["labels"].shape == (len(records), config.data.num_classes)
@@ -230,4 +232,4 @@ def test_checkpoint_of_another_size_is_rejected(synthmusic_tiny, tiny_pretrain_w
   config.model.transformer.audio_width = 24  # not the pretrain run's model
   config.init.checkpoint = tiny_pretrain_workdir
   with pytest.raises(ValueError, match="does not fit config.model"):
-    retrieval.load_tribert_variables(config)
+    export.load_tribert_variables(config)

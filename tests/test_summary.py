@@ -1,7 +1,6 @@
 """tribert_jax.summary: parameter table, FLOPs and config resolution."""
 
 import ml_collections
-import numpy as np
 import pytest
 
 from configs.parts.model import get_model_config

@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from data_pipeline import synth_audio, synthmusic
+from data_pipeline.layout import schema
+from data_pipeline.synthmusic import audio as synth_audio
+from data_pipeline.synthmusic import generator, instruments
 
 SR = 11025
 FPS = 8
@@ -53,13 +55,13 @@ def _solos(root: pathlib.Path, splits=("train", "val", "test")) -> list[dict]:
 def test_layout_and_indices(synthmusic_tiny):
   root = synthmusic_tiny
   labels = json.loads((root / "labels.json").read_text())
-  assert labels == {"dataset": "synthmusic", "classes": sorted(synth_audio.CLASSES),
+  assert labels == {"dataset": "synthmusic", "classes": sorted(instruments.CLASSES),
                     "sample_rate": SR, "fps": FPS}
   assert len(labels["classes"]) == 21
   ids = {}
   for split in ("train", "val", "test"):
     rows = _rows(root, f"{split}.csv")
-    assert list(rows[0]) == list(synthmusic.INDEX_COLUMNS)
+    assert list(rows[0]) == list(schema.INDEX_COLUMNS)
     ids[split] = {r["id"] for r in rows}
     assert len(ids[split]) == len(rows)
     solo_classes = {r["labels"] for r in rows if r["duet"] == "0"}
@@ -153,22 +155,22 @@ def _tree(root: pathlib.Path) -> dict[str, bytes]:
 
 
 def test_generation_is_byte_deterministic(tmp_path):
-  plan = synthmusic.build_plan("tiny", seed=3)
-  assert plan == synthmusic.build_plan("tiny", seed=3)
+  plan = generator.build_plan("tiny", seed=3)
+  assert plan == generator.build_plan("tiny", seed=3)
   # A drum solo, a bowed solo and a duet, rendered inline and by a 2-process pool.
   subset = [next(c for c in plan if c.category == "drum"),
             next(c for c in plan if c.category == "erhu"),
             next(c for c in plan if len(c.classes) == 2)]
   soundfont = synth_audio.default_soundfont()
-  synthmusic._render_all(tmp_path / "a", subset, 3, soundfont, workers=1, progress=False)
-  synthmusic._render_all(tmp_path / "b", subset[::-1], 3, soundfont, workers=2, progress=False)
-  synthmusic.write_indices(tmp_path / "a", plan, "tiny", 3)
-  synthmusic.write_indices(tmp_path / "b", plan, "tiny", 3)
+  generator._render_all(tmp_path / "a", subset, 3, soundfont, workers=1, progress=False)
+  generator._render_all(tmp_path / "b", subset[::-1], 3, soundfont, workers=2, progress=False)
+  generator.write_indices(tmp_path / "a", plan, "tiny", 3)
+  generator.write_indices(tmp_path / "b", plan, "tiny", 3)
   a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
   assert len(a) > 3 * 80 and a.keys() == b.keys()
   assert [k for k in a if a[k] != b[k]] == []
   # Another seed gives other content.
-  synthmusic._render_all(tmp_path / "c", subset[:1], 4, soundfont, workers=1, progress=False)
+  generator._render_all(tmp_path / "c", subset[:1], 4, soundfont, workers=1, progress=False)
   c = _tree(tmp_path / "c")
   audio = subset[0].paths()["audio"]
   assert c[audio] != a[audio]
@@ -176,20 +178,20 @@ def test_generation_is_byte_deterministic(tmp_path):
 
 def test_complete_marker_skips_and_partial_dir_is_regenerated(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="size"):
-    synthmusic.build_plan("huge", 0)
-  plan = synthmusic.build_plan("tiny", seed=0)
+    generator.build_plan("huge", 0)
+  plan = generator.build_plan("tiny", seed=0)
   small = [c for c in plan if c.category == "flute"][:1]
-  monkeypatch.setattr(synthmusic, "build_plan", lambda size, seed: small)
-  monkeypatch.setattr(synthmusic, "write_indices", lambda root, plan, size, seed: None)
+  monkeypatch.setattr(generator, "build_plan", lambda size, seed: small)
+  monkeypatch.setattr(generator, "write_indices", lambda root, plan, size, seed: None)
   root = tmp_path / "ds"
   stale = root / "audio" / "flute" / "stale.wav"
   stale.parent.mkdir(parents=True)
   stale.write_bytes(b"partial")  # a previous run died here
-  synthmusic.generate(root, size="tiny", seed=0, progress=False, workers=1)
+  generator.generate(root, size="tiny", seed=0, progress=False, workers=1)
   assert not stale.exists() and (root / ".complete").is_file()
   wav = root / small[0].paths()["audio"]
   before = wav.stat().st_mtime_ns
-  synthmusic.generate(root, size="tiny", seed=0, progress=False, workers=1)
+  generator.generate(root, size="tiny", seed=0, progress=False, workers=1)
   assert wav.stat().st_mtime_ns == before  # complete: nothing rewritten
 
 

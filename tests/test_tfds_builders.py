@@ -12,12 +12,12 @@ import pytest
 import soundfile
 
 from configs.parts import data as data_parts
-from data_pipeline import build_tfds
-from data_pipeline import dataset_index
-from data_pipeline import input_pipeline
-from data_pipeline import preprocess
-from data_pipeline import tfds_builders
-from tests import test_preprocess
+from data_pipeline.ingest import cli as ingest_cli
+from data_pipeline.layout import reader, schema
+from data_pipeline.loading import build_tfds
+from data_pipeline.loading import pipeline as input_pipeline
+from data_pipeline.loading import tfds_builders
+from tests import test_ingest
 
 # MUSIC21 manual_dir: (label, split, tone Hz); 6.5 s videos, enough for one 65535-sample crop.
 VIDEOS = {
@@ -62,14 +62,14 @@ def music21_root(tmp_path_factory) -> pathlib.Path:
   base = tmp_path_factory.mktemp("music21_inputs")
   solo, duet, splits = {}, {}, {"train": [], "val": [], "test": []}
   for video_id, (label, split, frequency) in VIDEOS.items():
-    test_preprocess.make_video(base / "videos" / f"{video_id}.mp4", seconds=SECONDS,
+    test_ingest.make_video(base / "videos" / f"{video_id}.mp4", seconds=SECONDS,
                                frequency=frequency)
-    test_preprocess.make_pose(base / "pose" / f"{video_id}.json", int(SECONDS * 8), 320, 240)
+    test_ingest.make_pose(base / "pose" / f"{video_id}.json", int(SECONDS * 8), 320, 240)
     (duet if video_id == "duoH" else solo).setdefault(label, []).append(video_id)
     splits[split].append(video_id)
-  paths = test_preprocess.write_inputs(base, solo, duet, splits)
+  paths = test_ingest.write_inputs(base, solo, duet, splits)
   root = base / "root"
-  status = preprocess.main(["--videos", str(base / "videos"), "--out", str(root),
+  status = ingest_cli.main(["--videos", str(base / "videos"), "--out", str(root),
                             "--split_dir", str(paths["split_dir"]),
                             "--solo_json", str(paths["solo_json"]),
                             "--duet_json", str(paths["duet_json"]), "--pose_dir",
@@ -81,24 +81,24 @@ def music21_root(tmp_path_factory) -> pathlib.Path:
 
 def test_synthmusic_examples_hold_the_clip_files_unmodified(synthmusic_built, capsys):
   root, data_dir = synthmusic_built
-  info = dataset_index.read_labels(root)
+  info = reader.read_labels(root)
   builder = tfds_builders.Synthmusic(config="tiny", data_dir=str(data_dir))
   assert builder.is_prepared()
   metadata = builder.info.metadata
   assert tuple(metadata["classes"]) == info.classes and metadata["dataset"] == "synthmusic"
   assert metadata["build_report"]["skipped"] == {} and metadata["source"]["generator"]["size"] \
       == "tiny"
-  for split in dataset_index.SPLITS:
-    records = dataset_index.read_index(root, split, info.classes)
+  for split in schema.SPLITS:
+    records = reader.read_index(root, split, info.classes)
     assert builder.info.splits[split].num_examples == len(records)
     assert metadata["rows"][split] == list(range(len(records)))
   for name in tfds_builders.MIXTURE_LISTS:
     split, num_mix = name.split("_")[0], int(name[-1])
-    csv_mixtures = dataset_index.read_mixtures(root, split, num_mix,
-                                               dataset_index.read_index(root, split))
+    csv_mixtures = reader.read_mixtures(root, split, num_mix,
+                                               reader.read_index(root, split))
     assert [m["mixture_id"] for m in metadata["mixtures"][name]] == \
         [m.mixture_id for m in csv_mixtures]
-  records = dataset_index.read_index(root, "train", info.classes)
+  records = reader.read_index(root, "train", info.classes)
   source = builder.as_data_source("train")
   duet = next(r for r in records if r.duet)
   for record in (records[0], duet):
@@ -106,12 +106,12 @@ def test_synthmusic_examples_hold_the_clip_files_unmodified(synthmusic_built, ca
     assert example["id"].decode() == record.id and example["row"] == record.row
     assert [x.decode() for x in example["label_names"]] == list(record.labels)
     np.testing.assert_array_equal(example["labels_multi_hot"],
-                                  dataset_index.multi_hot(record.labels, info.classes))
+                                  schema.multi_hot(record.labels, info.classes))
     wav, _ = soundfile.read(record.audio, dtype="int16")
     np.testing.assert_array_equal(example["audio"], wav)
     assert list(example["frames"]) == [record.frame_path(i).read_bytes()
                                        for i in range(record.num_frames)]
-    pose = dataset_index.load_pose(record.pose, record.num_frames, int(example["frame_width"]),
+    pose = reader.load_pose(record.pose, record.num_frames, int(example["frame_width"]),
                                    int(example["frame_height"]))
     np.testing.assert_array_equal(example["pose"]["keypoints"].transpose(1, 0, 2, 3),
                                   pose.keypoints)
@@ -159,7 +159,7 @@ def test_music21_from_ingested_videos(music21_root, tmp_path):
                                      manual_dir=str(music21_root))
   assert report["written"] == {"train": 3, "val": 2, "test": 3} and report["skipped"] == {}
   metadata = builder.info.metadata
-  assert metadata["classes"] == list(preprocess.MUSIC21_CLASSES)
+  assert metadata["classes"] == list(schema.MUSIC21_CLASSES)
   assert len(metadata["mixtures"]["test_mixtures_n2"]) > 0
   duet = next(e for e in builder.as_data_source("test") if e["duet"])
   assert [x.decode() for x in duet["label_names"]] == ["acoustic_guitar", "violin"]
@@ -180,7 +180,7 @@ def test_music21_from_ingested_videos(music21_root, tmp_path):
 def test_bad_clips_fail_the_build_or_are_skipped_and_counted(music21_root, tmp_path):
   root = tmp_path / "root"
   shutil.copytree(music21_root, root)
-  records = {r.id: r for r in dataset_index.read_index(root, "train")}
+  records = {r.id: r for r in reader.read_index(root, "train")}
   frame = records["celB"].frame_path(20)
   frame.write_bytes(frame.read_bytes()[:300])  # truncated mid-clip: found while writing
   with pytest.raises(tfds_builders.BadClipsError, match=str(frame)):
@@ -202,7 +202,7 @@ def test_bad_clips_fail_the_build_or_are_skipped_and_counted(music21_root, tmp_p
   # The pipeline treats clips left out of the build as bad clips: an error, or skipped + counted.
   config = data_config(source="tfds", tfds_name="music21", tfds_data_dir=str(tmp_path / "c"),
                        num_classes=21, num_mix=1, batch_size=1)
-  with pytest.raises(dataset_index.BadClipError, match="left out of the TFDS build"):
+  with pytest.raises(schema.BadClipError, match="left out of the TFDS build"):
     input_pipeline.build_train_pipeline(config, seed=0, process_index=0, process_count=1)
   config.skip_bad_clips = True
   pipeline = input_pipeline.build_train_pipeline(config, seed=0, process_index=0, process_count=1)

@@ -27,7 +27,9 @@ from configs import finetune  # noqa: E402
 from configs import pose_pretrain  # noqa: E402
 from configs import pretrain  # noqa: E402
 from tribert_jax import checkpointing  # noqa: E402
+from tribert_jax import initialization  # noqa: E402
 from tribert_jax import train  # noqa: E402
+from tribert_jax.tasks import separation  # noqa: E402
 
 COMPILATION_CACHE = tempfile.mkdtemp(prefix="tribert_test_xla_cache_")
 jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
@@ -128,8 +130,8 @@ def test_finetune_starts_from_the_pretrain_checkpoint(pretrain_run, synthmusic_t
   assert result["step"] == 1 and np.isfinite(result["train"]["train/loss"])
   source, _, _ = checkpointing.load_state_tree(pretrain_workdir, "best")
   tuned, _, _ = checkpointing.load_state_tree(str(tmp_path))
-  source_flat = checkpointing.flatten(source["params"])
-  tuned_flat = checkpointing.flatten(tuned["params"])
+  source_flat = initialization.flatten(source["params"])
+  tuned_flat = initialization.flatten(tuned["params"])
   class_layers = [p for p in tuned_flat if any(
       pattern.strip("/") in p for pattern in finetune.CLASS_LAYER_PATTERNS)]
   assert class_layers
@@ -147,12 +149,13 @@ def test_pose_pretrain_initialises_tribert_pose_encoder(synthmusic_tiny, tmp_pat
   task = train.make_task(config)
   tx, _ = train.optimizers.make_optimizer(config.optim, 1)
   mesh = train.sharding.make_mesh(config.mesh)
-  init_fn, _, shardings, rng = train.make_state_initializer(task, tx, config, mesh)
-  state = train.init_from_checkpoint(init_fn(rng), shardings, str(tmp_path / "pose"), "best",
-                                     train.POSE_ENCODER_PREFIX_MAP, (), True)
+  init_fn, _, shardings, rng = initialization.make_state_initializer(task, tx, config, mesh)
+  state = initialization.init_from_checkpoint(init_fn(rng), shardings, str(tmp_path / "pose"),
+                                              "best", initialization.POSE_ENCODER_PREFIX_MAP, (),
+                                              True)
   pose, _, _ = checkpointing.load_state_tree(str(tmp_path / "pose"), "best")
-  expected = checkpointing.flatten(pose["params"]["stgcn"])
-  loaded = checkpointing.flatten(jax.device_get(state.params["pose_encoder"]["stgcn"]))
+  expected = initialization.flatten(pose["params"]["stgcn"])
+  loaded = initialization.flatten(jax.device_get(state.params["pose_encoder"]["stgcn"]))
   assert expected.keys() == loaded.keys()
   for path, value in expected.items():
     np.testing.assert_array_equal(loaded[path], value, err_msg=path)
@@ -268,11 +271,12 @@ def test_fresh_state_loads_the_configured_imagenet_resnet(tmp_path):
   variables = zeros_like_tree(abstract_tribert(config.model))
   state = TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                      batch_stats=variables["batch_stats"], opt_state=(), rng=jnp.zeros(2, jnp.uint32))
-  assert train.apply_pretrained_weights(state, None, config) is state  # nothing configured
+  # Nothing configured.
+  assert initialization.apply_pretrained_weights(state, None, config) is state
   weights = torchvision_state(config.model, np.random.default_rng(0))
   np.savez(tmp_path / "resnet50.npz", **weights)
   config.model.visual.pretrained_path = str(tmp_path / "resnet50.npz")
-  loaded = train.apply_pretrained_weights(state, None, config)
+  loaded = initialization.apply_pretrained_weights(state, None, config)
   # Every ResNet leaf now comes from the file: none is all zero any more.
   resnet = jax.tree.leaves(loaded.params["visual_encoder"]["resnet"])
   assert resnet and all(np.any(np.asarray(leaf) != 0) for leaf in resnet)
@@ -288,10 +292,10 @@ def test_per_module_learning_rates_give_a_state_sharding_tree_that_matches_the_s
 
   config = pretrain.get_config("tiny")
   config.optim.lr_multipliers.separation_net = 10.0
-  task = train.tribert_task(config, class_names=[f"c{i}" for i in range(21)])
+  task = separation.separation_task(config, class_names=[f"c{i}" for i in range(21)])
   tx, _ = optimizers.make_optimizer(config.optim, config.num_train_steps)
   mesh = sharding_lib.make_mesh(config.mesh)
-  _, abstract, shardings, _ = train.make_state_initializer(task, tx, config, mesh)
+  _, abstract, shardings, _ = initialization.make_state_initializer(task, tx, config, mesh)
   assert jax.tree.structure(abstract) == jax.tree.structure(shardings)
   restore_target = checkpointing.abstract_with_shardings(abstract, shardings)
   assert len(jax.tree.leaves(restore_target)) == len(jax.tree.leaves(abstract))

@@ -1,40 +1,64 @@
 """Trains and scores the ablation variants of configs/ablations.py; prints one table.
 
-  python -m tribert_jax.ablations --size=cpu --workdir=runs/ablations_cpu \
-      [--variants=default,erase_visual] [--data_root=PATH] [--num_train_steps=N]
+  python main.py --config=configs/ablations.py:cpu --mode=ablations --workdir=runs/ablations_cpu \
+      [--config.ablations.variants=default,erase_visual] [--config.data.root=PATH] \
+      [--config.num_train_steps=N]
 
-Each variant is an ordinary pretrain run in WORKDIR/<variant> through the trainer's
-train.train_and_evaluate (so an interrupted run resumes, and a finished one is only scored
-again), then its last checkpoint is scored on config.ablations.eval_split (test) with
-train.evaluate_checkpoint. Table: mean SDR / SIR / SAR over the test mixtures per variant, with
-the unprocessed-mixture and ideal-binary-mask SDR of the same mixtures; also
-WORKDIR/ablations.json and WORKDIR/ablations.md.
+The runner config (phase "ablations") is a pretrain config plus config.ablations: the variants
+to run, what each tests and its switches. Each variant is an ordinary pretrain run in
+WORKDIR/<variant> through the trainer's train.train_and_evaluate (so an interrupted run resumes,
+and a finished one is only scored again), then its last checkpoint is scored on
+config.ablations.eval_split (test) with train.evaluate_checkpoint. Table: mean SDR / SIR / SAR
+over the test mixtures per variant, with the unprocessed-mixture and ideal-binary-mask SDR of the
+same mixtures; also WORKDIR/ablations.json and WORKDIR/ablations.md.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from absl import logging
 import ml_collections
 
-from configs import ablations as ablations_config
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
+  """Sets (dotted key, value) pairs ('model.pose.enabled', False) on config; an unknown key
+  raises naming it."""
+  for key, value in overrides:
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    if leaf not in node:
+      raise KeyError(f"ablation override {key}: not a config key")
+    node[leaf] = value
 
 
-def variant_config(size: str, variant: str, data_root: str | None = None,
-                   num_train_steps: int | None = None) -> ml_collections.ConfigDict:
-  """The pretrain config of one variant at `size`, with the runner's overrides."""
-  config = ablations_config.get_config(f"{size},{variant}")
-  if data_root:
-    config.data.root = data_root
-  if num_train_steps is not None:
-    config.num_train_steps = int(num_train_steps)
-  # The table's numbers come from the test split after training; no extra validation pass.
-  config.eval.at_end = False
-  return config
+def variant_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The runner config's config.ablations.variants, checked against the known variants."""
+  names = tuple(filter(None, (v.strip() for v in config.ablations.variants.split(","))))
+  unknown = [v for v in names if v not in config.ablations.overrides]
+  if unknown or not names:
+    raise ValueError(f"config.ablations.variants: unknown ablation variants {unknown or names}; "
+                     f"choose from {list(config.ablations.overrides)}")
+  return names
+
+
+def variant_config(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  """The pretrain config of one variant: the runner config (its overrides included) without
+  config.ablations, with the variant's switches, phase "pretrain" and config.ablation = name."""
+  out = copy.deepcopy(config)
+  with out.unlocked():
+    overrides = out.ablations.overrides[variant]
+    del out["ablations"]
+    out.phase = "pretrain"
+    apply_overrides(out, overrides)
+    out.ablation = variant  # recorded in WORKDIR/config.json
+  return out
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
@@ -52,31 +76,32 @@ def markdown_table(report: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def run(size: str, workdir: str, variants: Sequence[str] | None = None,
-        data_root: str | None = None, num_train_steps: int | None = None) -> dict[str, Any]:
-  """Trains (or resumes) and scores each variant; writes and prints the table."""
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) and scores each variant of the runner config; writes and prints the
+  table (main.py --mode=ablations)."""
   from tribert_jax import train  # pylint: disable=g-import-not-at-top
-  base = ablations_config.get_config(size)
-  variants = tuple(variants or base.ablations.variants)
-  unknown = [v for v in variants if v not in ablations_config.VARIANTS]
-  if unknown:
-    raise ValueError(f"unknown ablation variants {unknown}; choose from "
-                     f"{list(ablations_config.VARIANTS)}")
-  report: dict[str, Any] = {"size": size, "eval_split": base.ablations.eval_split,
-                            "variants": {}}
+  from tribert_jax.evaluation import reports  # pylint: disable=g-import-not-at-top
+  if config.phase != "ablations":
+    raise ValueError(f"--mode=ablations needs configs/ablations.py:SIZE, got phase "
+                     f"{config.phase!r}")
+  variants = variant_names(config)
+  eval_split = config.ablations.eval_split
+  report: dict[str, Any] = {"size": config.size, "eval_split": eval_split, "variants": {}}
   os.makedirs(workdir, exist_ok=True)
   for name in variants:
-    config = variant_config(size, name, data_root, num_train_steps)
+    variant = variant_config(config, name)
+    # The table's numbers come from the test split after training; no extra validation pass.
+    variant.eval.at_end = False
     variant_dir = os.path.join(workdir, name)
     start = time.monotonic()
     logging.info("ablation %s: training in %s", name, variant_dir)
-    trained = train.train_and_evaluate(config, variant_dir)
+    trained = train.train_and_evaluate(variant, variant_dir)
     train_seconds = time.monotonic() - start
-    config.data.eval_split = base.ablations.eval_split
-    scores = train.evaluate_checkpoint(config, variant_dir)
+    variant.data.eval_split = eval_split
+    scores = train.evaluate_checkpoint(variant, variant_dir)
     report["variants"][name] = {
-        "description": ablations_config.VARIANTS[name][0],
-        "overrides": {k: v for k, v in ablations_config.VARIANTS[name][1].items()},
+        "description": config.ablations.descriptions[name],
+        "overrides": dict(config.ablations.overrides[name]),
         "step": trained["step"], "train_seconds": train_seconds,
         **{k: float(scores[k]) for k in ("sdr", "sir", "sar", "mixture_sdr", "ideal_mask_sdr")},
         "num_scored": int(scores["num_scored"]), "num_mixtures": int(scores["num_mixtures"])}
@@ -85,48 +110,5 @@ def run(size: str, workdir: str, variants: Sequence[str] | None = None,
     # Written after every variant so a long run shows its progress.
     with open(os.path.join(workdir, "ablations.json"), "w") as handle:
       json.dump(report, handle, indent=2)
-  table = markdown_table(report)
-  with open(os.path.join(workdir, "ablations.md"), "w") as handle:
-    handle.write(table)
-  print(table)
+  reports.write_table_report(report, markdown_table(report), workdir, "ablations")
   return report
-
-
-def run_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """The runner driven by a configs/ablations.py:SIZE config (main.py --mode=ablations):
-  its size, ablations.variants, data.root and num_train_steps."""
-  if config.phase != "ablations":
-    raise ValueError(f"--mode=ablations needs configs/ablations.py:SIZE, got phase "
-                     f"{config.phase!r}")
-  return run(config.size, workdir, tuple(config.ablations.variants), config.data.root,
-             config.num_train_steps)
-
-
-def main(argv: Sequence[str]) -> None:
-  """absl entry point (flags: --size, --workdir, --variants, --data_root, --num_train_steps)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments {argv[1:]}")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
-  f = flags.FLAGS
-  run(f.size, f.workdir, f.variants or None, f.data_root or None, f.num_train_steps)
-
-
-def define_flags() -> None:
-  """The runner's command-line flags."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_enum("size", "cpu", ["paper", "cpu", "tiny"], "Config size of every variant.")
-  flags.DEFINE_string("workdir", None, "Output directory (one sub-folder per variant).")
-  flags.DEFINE_list("variants", [], "Variants to run (default: all, in configs/ablations.py "
-                    f"order): {', '.join(ablations_config.VARIANTS)}.")
-  flags.DEFINE_string("data_root", "", "Dataset root (default: the config's).")
-  flags.DEFINE_integer("num_train_steps", None, "Training steps per variant (default: the "
-                       "config's).")
-  flags.mark_flags_as_required(["workdir"])
-
-
-if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
-  define_flags()
-  app.run(main)

@@ -1,23 +1,18 @@
-"""Checkpoints of a training run (orbax) and initialisation from another phase's checkpoint.
+"""Checkpoints of a training run (orbax): save / restore with a keep policy, read another run's.
 
 Layout inside a workdir:
   checkpoints/<step>/{state,progress}   the last config.keep_checkpoints saves (async); `progress`
                                         is JSON: step, data position, seed
   checkpoints_best/<step>/{state,progress}   the one save with the best validation SDR
 
-Resume order (tribert_jax.train.train_and_evaluate):
-  1. the latest step under WORKDIR/checkpoints: same step, same data position, same rng;
-  2. otherwise config.init_checkpoint (a workdir or a checkpoint folder of another phase):
-     parameters mapped by `map_parameters`, fresh optimiser state, step 0;
-  3. otherwise the random initialisation.
+The resume / initialisation order and the checkpoint -> parameters mapping live in
+tribert_jax/initialization.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from absl import logging
 import jax
@@ -176,118 +171,3 @@ def load_state_tree(path: str, which: str = "latest", step: int | None = None
   progress = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
       os.path.join(step_dir, "progress"))
   return state, dict(progress), step
-
-
-# ----------------------------------------------------------------------------------------------
-# Parameter mapping between phases.
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class MappingReport:
-  """What map_parameters did, path by path ('a/b/kernel' strings)."""
-  copied: list[str] = dataclasses.field(default_factory=list)
-  reinitialised: list[str] = dataclasses.field(default_factory=list)
-  kept_target: list[str] = dataclasses.field(default_factory=list)
-  unused_source: list[str] = dataclasses.field(default_factory=list)
-
-  def summary(self) -> str:
-    """One line for the log."""
-    return (f"copied {len(self.copied)} arrays, re-initialised {len(self.reinitialised)} "
-            f"(e.g. {self.reinitialised[:3]}), kept {len(self.kept_target)} target-only arrays, "
-            f"{len(self.unused_source)} source arrays unused")
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """{'a/b/kernel': array} from nested dicts."""
-  flat = {}
-  for key, value in tree.items():
-    path = f"{prefix}/{key}" if prefix else str(key)
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, path))
-    else:
-      flat[path] = value
-  return flat
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-  """Nested dicts from {'a/b/kernel': array}."""
-  tree: dict[str, Any] = {}
-  for path, value in flat.items():
-    node = tree
-    *parents, leaf = path.split("/")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return tree
-
-
-def map_parameters(target: Mapping[str, Any], source: Mapping[str, Any], *,
-                   prefix_map: Iterable[tuple[str, str]] = (("", ""),),
-                   reinit_patterns: Iterable[str] = (),
-                   require_all: bool = True) -> tuple[dict[str, Any], MappingReport]:
-  """Copies source arrays into a freshly initialised target tree (nested dicts).
-
-  prefix_map: (source_prefix, target_prefix) pairs; a source path 'src_prefix/rest' goes to
-    'target_prefix/rest'. ("", "") maps every path to itself (pretrain -> finetune);
-    ("stgcn", "pose_encoder/stgcn") moves a pose classifier's graph network into TriBERT.
-  reinit_patterns: regexes (re.search on the target path) of arrays that keep their new
-    initialisation even if the source has them, e.g. classification layers whose class count
-    changes between MUSIC21 (21) and MUSIC (11).
-  require_all: every target array under a mapped target prefix (not re-initialised) must be
-    found in the source with the same shape; otherwise a ValueError lists what is missing.
-  """
-  flat_target = flatten(target)
-  flat_source = flatten(source)
-  patterns = [re.compile(p) for p in reinit_patterns]
-  prefix_map = list(prefix_map)
-  report = MappingReport()
-  used_source: set[str] = set()
-  missing, mismatched = [], []
-
-  def source_path_for(target_path: str) -> str | None:
-    for source_prefix, target_prefix in prefix_map:
-      if not target_prefix:
-        rest = target_path
-      elif target_path == target_prefix or target_path.startswith(target_prefix + "/"):
-        rest = target_path[len(target_prefix):].lstrip("/")
-      else:
-        continue
-      return f"{source_prefix}/{rest}" if source_prefix else rest
-    return None
-
-  merged = {}
-  for path, value in flat_target.items():
-    source_path = source_path_for(path)
-    if source_path is None:
-      merged[path] = value
-      report.kept_target.append(path)
-      continue
-    if any(p.search(path) for p in patterns):
-      merged[path] = value
-      report.reinitialised.append(path)
-      if source_path in flat_source:
-        used_source.add(source_path)
-      continue
-    if source_path not in flat_source:
-      missing.append(f"{path} (from {source_path})")
-      merged[path] = value
-      continue
-    source_value = np.asarray(flat_source[source_path])
-    if tuple(source_value.shape) != tuple(np.shape(value)):
-      mismatched.append(f"{path}: target {tuple(np.shape(value))} vs source "
-                        f"{source_path} {tuple(source_value.shape)}")
-      merged[path] = value
-      continue
-    merged[path] = source_value.astype(np.asarray(value).dtype if hasattr(value, "dtype")
-                                       else source_value.dtype)
-    used_source.add(source_path)
-    report.copied.append(path)
-  if require_all and (missing or mismatched):
-    raise ValueError(
-        "checkpoint does not fit the model: "
-        + (f"missing {len(missing)} arrays, e.g. {missing[:5]}; " if missing else "")
-        + (f"shape mismatches (add a reinit pattern if intended): {mismatched[:5]}"
-           if mismatched else ""))
-  report.unused_source = sorted(set(flat_source) - used_source)
-  return unflatten(merged), report

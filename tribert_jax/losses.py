@@ -1,4 +1,5 @@
-"""TriBERT training losses as plain functions: weighted mask BCE + weak-label classification BCEs.
+"""Training losses as plain functions: weighted mask BCE + weak-label classification BCEs
+(TriBERT, Sound-of-Pixels) and the pose pre-training classification loss.
 
 Every term is a mean over the videos of a mixture and over the real examples of the batch
 (`valid` = 0 rows, eval padding, contribute nothing). Terms whose prediction is absent from
@@ -11,6 +12,7 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+import optax
 
 PROBABILITY_EPS = 1e-6  # WSDDN scores are clipped to [eps, 1 - eps] before the log
 
@@ -80,3 +82,11 @@ def tribert_loss(outputs: Mapping[str, jax.Array], targets: Mapping[str, jax.Arr
       terms[name] = classification_loss(outputs[key], targets["labels"], valid, from_logits)
   total = sum(weights.get(name, 1.0) * value for name, value in terms.items())
   return total, terms
+
+
+def video_classification_loss(logits: jax.Array, labels: jax.Array, valid: jax.Array
+                              ) -> jax.Array:
+  """Pose pre-training loss: mean over valid videos of the per-class-averaged sigmoid BCE of
+  logits [V, C] vs labels [V, C] (optax's form; valid [V])."""
+  per_video = optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1)
+  return jnp.sum(per_video * valid) / jnp.maximum(jnp.sum(valid), 1.0)

@@ -9,19 +9,30 @@ import jax
 import ml_collections
 import numpy as np
 
+from data_pipeline.layout import schema
+
 # Anchor colours of the viridis colour map (dark blue -> yellow), interpolated linearly: enough
 # to read a spectrogram, without a plotting library at training time.
 _VIRIDIS = np.array([[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142],
                      [31, 158, 137], [53, 183, 121], [109, 205, 89], [180, 222, 44],
                      [253, 231, 37]], np.float32) / 255.0
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# The input pipeline's frame normalisation, inverted for display.
+IMAGENET_MEAN = np.asarray(schema.IMAGENET_MEAN, np.float32)
+IMAGENET_STD = np.asarray(schema.IMAGENET_STD, np.float32)
 
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard + console writer on process 0, console only on the other processes."""
-  return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  """TensorBoard writer (asynchronous) on process 0; writes nothing on the other processes.
+
+  No console writer: clu's default one logs every write_scalars call (all grad norms) and
+  write_hparams as one line of the whole config. The console gets the training loop's one
+  progress line per log interval and each evaluation's summary line instead; the full config is
+  in TensorBoard's hparams and WORKDIR/config.json.
+  """
+  if jax.process_index() > 0:
+    return metric_writers.MultiWriter([])
+  return metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])
 
 
 def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:

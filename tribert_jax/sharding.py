@@ -1,4 +1,4 @@
-"""Device mesh and data-parallel shardings; host batches -> global jax.Arrays.
+"""Device mesh, data-parallel and logical-axis shardings; host batches <-> global jax.Arrays.
 
 The mesh has axes ("data",) or ("data", "fsdp"). Batches are split over every mesh axis (the
 fsdp axis also holds different examples, as in FSDP / ZeRO-3), parameters are replicated unless
@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import jax
 from jax.experimental import mesh_utils
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -97,3 +98,38 @@ def host_to_global(batch: Any, mesh: Mesh) -> Any:
     return jax.make_array_from_process_local_data(sharding, x)
 
   return jax.tree.map(to_global, batch)
+
+
+def host_local(x: jax.Array, mesh: Mesh, spec: PartitionSpec) -> np.ndarray:
+  """This process's rows of a global batch-sharded array, as numpy (inverse of host_to_global)."""
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(x))
+  return np.asarray(multihost_utils.global_array_to_host_local_array(x, mesh, spec))
+
+
+def sharding_rules(config: Any) -> list[tuple[str, Any]]:
+  """Logical axis rules of config.model as a list of (logical, mesh axis) pairs."""
+  return [tuple(rule) for rule in config.model.sharding_rules]
+
+
+def logical_to_mesh_sharding(specs: Any, mesh: Mesh, rules: list[tuple[str, Any]]) -> Any:
+  """Logical PartitionSpecs -> NamedShardings: each logical name takes the mesh axis of its
+  first rule (unknown names: replicated); a mesh axis already used by an earlier dimension of
+  the same array is dropped. Unlike flax's version this accepts a logical name repeated within
+  one array (e.g. a joints x joints adjacency), which then simply maps to the same axis once."""
+  table: dict[str, Any] = {}
+  for logical, mesh_axis in rules:
+    table.setdefault(logical, mesh_axis)
+
+  def convert(spec):
+    used, axes = set(), []
+    for name in spec:
+      mesh_axis = table.get(name) if isinstance(name, str) else name
+      parts = mesh_axis if isinstance(mesh_axis, tuple) else (mesh_axis,)
+      parts = tuple(p for p in parts if p is not None and p not in used
+                    and p in mesh.axis_names)
+      used.update(parts)
+      axes.append(None if not parts else parts[0] if len(parts) == 1 else parts)
+    return NamedSharding(mesh, PartitionSpec(*axes))
+
+  return jax.tree.map(convert, specs, is_leaf=lambda x: isinstance(x, PartitionSpec))

@@ -1,7 +1,7 @@
 """Prints TriBERT's parameter count and forward FLOPs per example (one mixture of N videos), per module.
 
-  python -m tribert_jax.summary --config=configs/pretrain.py:cpu
-  python -m tribert_jax.summary --model_size=paper --variant=release
+  python main.py --config=configs/pretrain.py:cpu --mode=summary
+  python main.py --config=configs/pretrain.py:paper,variant=release --mode=summary
 
 Parameters come from jax.eval_shape (no memory for weights); FLOPs from XLA's cost analysis of
 the lowered (not compiled) eval-mode forward, for the whole model and for each top-level module
@@ -13,24 +13,16 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from absl import app
-from absl import flags
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
-from configs.parts.model import get_model_config
 from tribert_jax.models.tribert import TriBERT, example_inputs
 
 
-def resolve_config(config: ml_collections.ConfigDict | None, size: str = "paper",
-                   variant: str = "paper") -> ml_collections.ConfigDict:
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The model config (with .input sizes taken from config.data if the file has one)."""
-  if config is None:
-    return get_model_config(size, variant)
   if "model" not in config:
     if "transformer" in config and "unet" in config:
       return config
@@ -112,7 +104,7 @@ def summarize(config: ml_collections.ConfigDict, flops: bool = True) -> str:
   """The printed report for one model config."""
   variables, inputs = abstract_variables(config)
   params = parameter_table(variables)
-  lines = [f"TriBERT size={config.get('size', '?')} variant={config.get('variant', '?')} "
+  lines = [f"TriBERT size={config.size} variant={config.variant} "
            f"input: N={config.input.num_mix} T={config.input.num_frames} "
            f"S={config.input.image_size} W={config.input.pose_window}"]
   module_flops: dict[str, float] = {}
@@ -129,25 +121,11 @@ def summarize(config: ml_collections.ConfigDict, flops: bool = True) -> str:
   return "\n".join(lines)
 
 
-def _define_flags() -> None:
-  """Registers the command-line flags (only when run as a script: main.py also defines --config)."""
-  global _CONFIG, _MODEL_SIZE, _VARIANT, _FLOPS
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", None, "Config file whose .model is a model config (or a model config itself).",
-      lock_config=False)
-  _MODEL_SIZE = flags.DEFINE_enum("model_size", "paper", ["paper", "cpu", "tiny"],
-                                  "Model size when --config is not given.")
-  _VARIANT = flags.DEFINE_enum("variant", "paper", ["paper", "release"],
-                               "Model variant when --config is not given.")
-  _FLOPS = flags.DEFINE_bool("flops", True, "Also count FLOPs (lowers the model; slower).")
-
-
-def main(argv):
-  del argv
-  config = resolve_config(_CONFIG.value, _MODEL_SIZE.value, _VARIANT.value)
-  print(summarize(config, _FLOPS.value))
-
-
-if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+def run(config: ml_collections.ConfigDict, flops: bool = True) -> str:
+  """Prints and returns the summary of a phase config's TriBERT (main.py --mode=summary)."""
+  model = resolve_config(config)
+  if model.name != "tribert":
+    raise ValueError(f"--mode=summary counts TriBERT models; config.model.name is {model.name!r}")
+  text = summarize(model, flops)
+  print(text)
+  return text

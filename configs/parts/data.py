@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ml_collections
 
-SIZES = ("paper", "cpu", "tiny")
+from configs.common import SIZES
+
 
 
 def get_data_config(size: str = "paper") -> ml_collections.ConfigDict:
-  """config.data for SIZE in {paper, cpu, tiny} (see data_pipeline/input_pipeline.py)."""
+  """config.data for SIZE in {paper, cpu, tiny} (see data_pipeline/loading/pipeline.py)."""
   if size not in SIZES:
     raise ValueError(f"unknown config size {size!r}, expected one of {SIZES}")
   c = ml_collections.ConfigDict()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ml_collections
 
-SIZES = ("paper", "cpu", "tiny")
+from configs.common import SIZES
+
 VARIANTS = ("paper", "release")
 
 # Logical axis -> mesh axis rules (flax nn.logical_axis_rules). Default: every parameter
@@ -39,6 +40,7 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
     raise ValueError(f"configs/parts/model.py: variant must be one of {VARIANTS}, got {variant!r}")
   release = variant == "release"
   c = ml_collections.ConfigDict()
+  c.name = "tribert"  # which model the trainer builds (configs/sound_of_pixels.py: its baseline)
   c.size = size  # which size preset built this config (informational)
   c.variant = variant  # which variant built this config (informational)
   c.num_classes = 21  # MUSIC21 instruments (fine-tuning on MUSIC sets 11)

@@ -1,24 +1,12 @@
 """Training-loop keys shared by every phase: steps, optimiser, mesh, logging, checkpoints, eval.
 
 Phase configs (configs/pretrain.py, finetune.py, pose_pretrain.py) call `add_train_config` and
-then override what differs. Keys are read by tribert_jax/train.py (and pose_pretrain.py).
+then override what differs. Keys are read by tribert_jax/train.py, initialization.py and the tasks.
 """
 
 from __future__ import annotations
 
 import ml_collections
-
-SIZES = ("paper", "cpu", "tiny")
-DATASETS = ("synthmusic", "music21", "music")
-
-
-def parse_size(arg: str | None) -> str:
-  """The config argument (`configs/pretrain.py:cpu`) -> size; '' means paper."""
-  size = (arg or "paper").strip()
-  if size not in SIZES:
-    raise ValueError(f"config argument must be one of {SIZES}, got {arg!r}")
-  return size
-
 
 def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Adds the shared training keys to config (paper values; the phase shrinks them per size)."""
@@ -57,7 +45,7 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   config.max_steps_in_flight = 1
 
   # Initialisation from another phase when the workdir has no checkpoint (see
-  # tribert_jax/checkpointing.py): a workdir or checkpoint folder; "" = from scratch.
+  # tribert_jax/initialization.py): a workdir or checkpoint folder; "" = from scratch.
   init = config.init = ml_collections.ConfigDict()
   init.checkpoint = ""
   init.which = "best"  # "best" (best validation SDR) or "latest" checkpoint of that workdir

@@ -1,11 +1,12 @@
-"""Loading pretrained weights into TriBERT variables.
+"""Loading pretrained weights in another framework's format into TriBERT variables.
 
 - ImageNet ResNet-50 from a torchvision-style state dict saved as .npz (no torch needed here):
   conv1.weight, bn1.{weight,bias,running_mean,running_var}, layer1.0.conv1.weight, ...,
   layer1.0.downsample.{0,1}.*; conv kernels OIHW -> HWIO; fc.* and num_batches_tracked ignored.
   Make the .npz once with: `np.savez(path, **{k: v.numpy() for k, v in
   torchvision.models.resnet50(weights="IMAGENET1K_V1").state_dict().items()})`.
-- The ST-GCN of a PoseClassifier (pose pre-training) into TriBERT's pose encoder.
+(Checkpoints of this project's own runs, e.g. a PoseClassifier's ST-GCN, are mapped by
+tribert_jax/initialization.py.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import pathlib
 import re
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 from flax.core import meta
@@ -113,26 +113,6 @@ def _leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]
   if isinstance(tree, dict):
     return [p for k, v in tree.items() for p in _leaf_paths(v, prefix + (k,))]
   return [prefix]
-
-
-def load_pose_classifier(tribert_variables: dict, classifier_variables: dict) -> dict:
-  """Copies PoseClassifier's ST-GCN (params/batch_stats ["stgcn"]) into TriBERT's
-  ["pose_encoder"]["stgcn"]; returns new TriBERT variables (shapes must agree)."""
-  out = {c: copy.deepcopy(dict(v)) if isinstance(v, dict) else v
-         for c, v in tribert_variables.items()}
-  for collection in ("params", "batch_stats"):
-    source = nn.meta.unbox(_get(classifier_variables[collection], ("stgcn",),
-                                f"PoseClassifier {collection}"))
-    target = _get(out[collection], ("pose_encoder", "stgcn"), f"TriBERT {collection}")
-    for leaf in _leaf_paths(target):
-      value = _get(source, leaf, f"PoseClassifier {collection}/stgcn")
-      old = _get(target, leaf, "TriBERT")
-      old_shape = (old.unbox() if isinstance(old, meta.AxisMetadata) else old).shape
-      if tuple(value.shape) != tuple(old_shape):
-        raise ValueError(f"pose ST-GCN {collection}/{'/'.join(leaf)}: shape {value.shape} != "
-                         f"{old_shape}: PoseClassifier and TriBERT configs differ")
-      _set(target, leaf, value)
-  return out
 
 
 def load_pretrained(variables: dict, config: Any) -> dict:

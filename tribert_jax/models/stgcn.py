@@ -17,38 +17,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from data_pipeline.layout import skeleton
 from tribert_jax.models import layers
 
 Dtype = Any
 
-NUM_BODY_JOINTS = 26
-NUM_HAND_JOINTS = 21
-NUM_JOINTS = NUM_BODY_JOINTS + 2 * NUM_HAND_JOINTS  # 68
-LEFT_HAND_OFFSET = NUM_BODY_JOINTS  # joints 26..46 (Halpe 94..114)
-RIGHT_HAND_OFFSET = NUM_BODY_JOINTS + NUM_HAND_JOINTS  # joints 47..67 (Halpe 115..135)
-LEFT_WRIST, RIGHT_WRIST = 9, 10
-NECK = 18  # Halpe "neck": the centre of the spatial partitioning (ST-GCN uses the neck too)
-
-# Halpe-26 body skeleton as drawn by AlphaPose (24 bones) plus nose-neck (0, 18): AlphaPose draws
-# the face (0-4) disconnected from the body; a graph convolution needs one connected tree.
-BODY_EDGES = (
-    (0, 1), (0, 2), (1, 3), (2, 4), (0, NECK),  # head
-    (5, 18), (6, 18), (5, 7), (7, 9), (6, 8), (8, 10),  # shoulders, arms
-    (17, 18), (18, 19), (19, 11), (19, 12),  # head top, neck, hip
-    (11, 13), (12, 14), (13, 15), (14, 16),  # legs
-    (20, 24), (21, 25), (23, 25), (22, 24), (15, 24), (16, 25),  # feet
-)
-# 21-point hand: 0 wrist, then 4 joints per finger (thumb .. little), 20 bones.
-HAND_EDGES = tuple((0 if j % 4 == 1 else j - 1, j) for j in range(1, NUM_HAND_JOINTS))
-
-
-def graph_edges() -> list[tuple[int, int]]:
-  """The 67 undirected edges of the 68-joint graph: body, both hands, hand roots to wrists."""
-  edges = list(BODY_EDGES)
-  for offset in (LEFT_HAND_OFFSET, RIGHT_HAND_OFFSET):
-    edges += [(offset + i, offset + j) for i, j in HAND_EDGES]
-  edges += [(LEFT_WRIST, LEFT_HAND_OFFSET), (RIGHT_WRIST, RIGHT_HAND_OFFSET)]
-  return edges
+# The 68-joint skeleton (Halpe body 26 + 2 x 21 hand points) and its bones live with the data
+# layout; the graph below is built from them.
+NECK = skeleton.NECK  # the centre of the spatial partitioning (ST-GCN uses the neck too)
+NUM_JOINTS = skeleton.NUM_JOINTS
+graph_edges = skeleton.graph_edges
 
 
 @functools.lru_cache(maxsize=None)

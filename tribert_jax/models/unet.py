@@ -16,7 +16,7 @@ config.model.unet.conditioning chooses where the fused feature enters the decode
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -151,7 +151,7 @@ class AttentionUNet(nn.Module):
               param_dtype=layers.to_dtype(self.config.param_dtype))
     b, f, t = log_mixture.shape
     n = fused.shape[1]
-    conditioning = cfg.get("conditioning", "bottleneck")
+    conditioning = cfg.conditioning
     if conditioning not in CONDITIONING:
       raise ValueError(f"config.model.unet.conditioning={conditioning!r}: expected one of "
                        f"{CONDITIONING}")
