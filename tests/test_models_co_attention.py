@@ -46,6 +46,8 @@ def np_co_attention(params, hidden, masks, concat):
   out = {}
   for s in hidden:
     others = [o for o in sorted(hidden) if o != s]  # the layer's fixed (sorted) order
+    if concat == "features":  # the release's order: vision, pose, audio
+      others = [o for o in ("visual", "pose", "audio") if o != s]
     q = np_dense(params[f"{s}_query"], hidden[s])
     ks = [np_dense(params[f"{o}_key"], hidden[o]) for o in others]
     vs = [np_dense(params[f"{o}_value"], hidden[o]) for o in others]
@@ -53,7 +55,10 @@ def np_co_attention(params, hidden, masks, concat):
       k, v = np.concatenate(ks, 1), np.concatenate(vs, 1)
       m = np.concatenate([masks[o] for o in others], 1)
     else:
-      k, v = np.concatenate(ks, -1), np.concatenate(vs, -1)
+      # Each stream split into heads first, then concatenated per head (the release's layout).
+      split = lambda y: y.reshape(*y.shape[:2], HEADS, -1)
+      k = np.concatenate([split(x) for x in ks], -1).reshape(*ks[0].shape[:2], -1)
+      v = np.concatenate([split(x) for x in vs], -1).reshape(*vs[0].shape[:2], -1)
       m = np.prod([masks[o] for o in others], axis=0)
     context = np_attention(q, k, v, m, HEADS)
     y = np_layer_norm(params[f"{s}_output_norm"],

@@ -126,7 +126,8 @@ def test_output_shapes(variant, num_mix, train):
       variables, inputs)
   n = num_mix
   assert outputs["mask_logits"].shape == (b, n, 256, 256)
-  for k in ("visual_scores", "pose_scores", "audio_logits"):
+  audio = "audio_logits" if variant == "paper" else "audio_scores"  # release: probabilities
+  for k in ("visual_scores", "pose_scores", audio):
     assert outputs[k].shape == (b, n, c), k
   slots = 2
   length = 1 + t * slots if variant == "paper" else slots + t * slots

@@ -44,7 +44,8 @@ def test_one_mask_per_video_conditioned_on_its_feature():
 def test_bottleneck_fusion_uses_the_feature(kind):
   fusion = unet.BottleneckFusion(kind, num_heads=2)
   bottleneck = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 8))
-  f = jax.random.normal(jax.random.PRNGKey(1), (2, 6))
+  # The release fusion uses f raw: its width must equal the bottleneck's channels.
+  f = jax.random.normal(jax.random.PRNGKey(1), (2, 8 if kind == "release" else 6))
   v = fusion.init(jax.random.PRNGKey(2), bottleneck, f)
   out = fusion.apply(v, bottleneck, f)
   assert out.shape == bottleneck.shape

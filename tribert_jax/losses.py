@@ -57,7 +57,11 @@ def classification_loss(predictions: jax.Array, labels: jax.Array, valid: jax.Ar
 CLASSIFICATION_TERMS = {
     "visual_scores": ("visual", False),  # WSDDN scores in [0, 1]
     "pose_scores": ("pose", False),  # WSDDN scores in [0, 1]
-    "audio_logits": ("audio", True),
+    "audio_logits": ("audio", True),  # paper: sigmoid BCE on the audio classifier's logits
+    # release (config.model.heads.audio_classifier="release"): softmax over the classes, then
+    # BCE on those probabilities (train_trimodal.py: F.binary_cross_entropy; torch clamps the
+    # log at -100, here the probabilities are clipped to [1e-6, 1 - 1e-6]).
+    "audio_scores": ("audio", False),
     # Decoupled spatial attention class scores [B, N, T, C] against the video's labels (every
     # frame): the weak label loss of the visual segmentation network.
     "visual_class_scores": ("visual_class_scores", True),

@@ -70,7 +70,12 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
   v.pretrained_path = ""  # torchvision ResNet-50 state dict as .npz ("" = from scratch)
   v.feature_channels = 1024  # channels of V_e after the 3x3 conv (paper: 1024)
   v.num_objects = 2  # object tokens per frame = top-k classes' attention maps (paper: 2)
-  v.attention_dropout = 0.5  # dropout inside the expansive detector (both dropouts)
+  # Dropout inside the expansive detector (both dropouts): 0.5 = ours (paper: "dropout", no
+  # rate); 0.2 = release (vision_net.py, ResnetFC.dp1/dp2).
+  v.attention_dropout = 0.2 if release else 0.5
+  # Release only: after the expansive 1x1 conv (and its ReLU) a second 1x1 conv C -> C and a ReLU
+  # before the softmax over classes (vision_net.py, ResnetFC.conv1x1_11). Paper: one conv.
+  v.expansive_extra_conv = release
   v.expansive_activation = "exp"  # F in eq. (1); "exp" makes eq. (2) a softmax over space
   # Expansive detector normalisation: "space" = paper eq. (2), F then divide by the sum over the
   # H x W map; "classes" = release, ReLU then softmax over the C classes at each position.
@@ -104,7 +109,7 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
   a.encoder = "vgg7" if release else "vggish"
   a.vggish_channels = ((64,), (128,), (256, 256), (512, 512))  # convs per pooling stage
   a.vggish_fc = (4096, 4096, 128)  # VGGish embedding MLP widths
-  a.vgg7_channels = (32, 64, 128, 256, 512, 512, 512)  # release stack (7 stages)
+  a.vgg7_channels = (64, 128, 256, 256, 512, 512, 512)  # release stack (vision_net.py, vggish)
 
   # ---- Part 4: transformer streams + tri-modal co-attention ----
   t = c.transformer = ml_collections.ConfigDict()
@@ -126,7 +131,15 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
   # "tokens" = paper: K, V of the two other modalities concatenated along the token axis
   # (lengths may differ); "features" = release: K, V projected to half width and concatenated
   # along features (needs equal sequence lengths).
+  # The release splits each modality's K/V into heads first and concatenates per head, so every
+  # head scores both other modalities (vision_net.py, BertBiAttention).
   t.co_attention_concat = "features" if release else "tokens"
+  # Where each layer's co-attention runs: "after" = ours for the paper (the paper does not say;
+  # the project's original choice, kept so the paper variant is unchanged), co-attention after
+  # each layer's self-attention; "before" = release (vision_net.py, BertEncoder.forward with
+  # *_biattention_id = [0..5]: co-attention, then self-attention layer i; ViLBERT's Co-TRM ->
+  # TRM order, which the paper says it extends).
+  t.co_attention_order = "before" if release else "after"
   # "<SOS>" token: "learned" = paper (one learned token per stream, pooled output = its hidden
   # state); "global" = release (a global frame slot = per-object mean over frames, pooled
   # output = mean over that slot's tokens).
@@ -139,6 +152,22 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
   h.pooled_width = 512  # pooler output per stream (release: 512 -> fused 3 x 512 = 1536)
   h.pooler_activation = "relu"  # ViLBERT's poolers: dense + ReLU
   h.fusion = "concat"  # "concat" (paper default, supp. Table 2) or "multiply" (supp. Table 2)
+  # Pooler and fused feature: "mean_first" = ours (paper: the <SOS> output; with the release's
+  # K global tokens: their mean, then dense + ReLU); "per_slot" = release (vision_net.py,
+  # Bert*Pooler + BertPreTrainingHeads + forward_multiframe: dense + ReLU on every global slot,
+  # streams fused per slot, dropout fused_dropout, then the mean over the slots).
+  h.pooler_order = "per_slot" if release else "mean_first"
+  h.fused_dropout = 0.1  # dropout on the fused feature (release); used with pooler_order per_slot
+  # WSDDN regions of the visual/pose heads: "tokens" = paper (every non-<SOS> token is a region;
+  # one dense to classes for each of the two softmaxes); "objects" = release (vision_net.py,
+  # forward_multiframe: prediction head + decoder per token, mean over all frame slots incl. the
+  # global one, then Linear(C, C) for classification (softmax over classes) and Linear(C, C) for
+  # detection (softmax over the object slots)).
+  h.wsddn_regions = "objects" if release else "tokens"
+  # Audio classification: "mean_hidden" = paper (classifier on the mean hidden state, sigmoid
+  # BCE on its logits; output audio_logits); "release" = prediction head + decoder per token,
+  # logits averaged, softmax over classes, then BCE (output audio_scores).
+  h.audio_classifier = "release" if release else "mean_hidden"
   # Applied to the fused feature before the U-Net: "none" = paper (not mentioned);
   # "sigmoid" = release.
   h.fused_activation = "sigmoid" if release else "none"
@@ -153,15 +182,23 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
   u.attention_gates = True  # additive attention gates on the skip connections
   # Early fusion of the fused feature at the bottleneck: "self_attention" = paper (following
   # Music-Gesture: one self-attention layer over bottleneck positions + the fused token);
-  # "release" = softmax over positions of (bottleneck . f) times f, plus bottleneck, then a
-  # residual 2-layer MLP.
+  # "release" = audio_net.py Unet.forward: softmax over channels of f_c * sum_time B, times the
+  # raw f, plus B, then a residual 2-layer MLP (tribert_jax/models/unet.py, BottleneckFusion).
   u.fusion = "release" if release else "self_attention"
   u.fusion_heads = 8  # heads of the self-attention fusion
   # Where the fused feature enters the decoder: "bottleneck" = paper and release (the fusion
   # above only); "every_level" = ours, also FiLM after every decoder level (zero-initialised),
   # which the cpu preset needs to learn to separate in minutes (tribert_jax/models/unet.py).
   u.conditioning = "bottleneck"
-  u.input_batch_norm = True  # BatchNorm on the log mixture (Sound-of-Pixels)
+  # BatchNorm on the log mixture: True = ours (Sound-of-Pixels; paper silent); False = release
+  # (audio_net.py, Unet has none).
+  u.input_batch_norm = not release
+  # BatchNorm + ReLU after each de-convolution: True = ours (attention U-Net [37] up-conv block);
+  # False = release (bare ConvTranspose, audio_net.py Unet.upconv*).
+  u.deconv_norm = not release
+  # BatchNorm after the attention gates' 1x1 W_x / W_g convs: False = ours; True = release
+  # (audio_net.py, Attention_block).
+  u.gate_norm = release
   u.remat = False  # nn.remat every U-Net level
 
   # ---- Part 7: loss weights (equal in the paper) ----
@@ -193,7 +230,7 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
     u.depth = 7 if not release else 4
     u.base_channels = 8
     u.max_channels = 64
-    u.bottleneck_channels = 192 if release else 64
+    u.bottleneck_channels = 192 if release else 64  # release fusion: = 3 x pooled_width
     u.convs_per_level = 1
     u.fusion_heads = 4
     # Measured (benchmarks/README.md, "Conditioning the U-Net"): with the paper's bottleneck-only
@@ -221,7 +258,7 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
     u.depth = 3
     u.base_channels = 4
     u.max_channels = 16
-    u.bottleneck_channels = 16
+    u.bottleneck_channels = 48 if release else 16  # release fusion: = 3 x pooled_width
     u.convs_per_level = 1
     u.fusion_heads = 2
   return c

@@ -18,15 +18,20 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   config.grad_accum_steps = 1
 
   optim = config.optim = ml_collections.ConfigDict()
-  optim.name = "adam"  # paper: Adam
+  optim.name = "adam"  # paper: Adam; "bert_adam" = the release's BertAdam (use_bert_adam below)
   optim.learning_rate = 1e-5  # paper: 1e-5 (pretrain), 1e-7 (finetune)
   optim.warmup_steps = 0  # linear warmup from 0 (paper: none)
-  optim.decay = "constant"  # "constant" (paper) or "cosine" (to end_lr_factor x peak)
+  # "constant" (paper), "cosine" (to end_lr_factor x peak) or "warmup_linear" (BertAdam's:
+  # warm-up over warmup_proportion of the steps, then linear to 0; warmup_steps unused).
+  optim.decay = "constant"
+  optim.warmup_proportion = 0.1  # warmup_linear only (release: 0.1)
   optim.end_lr_factor = 0.0  # cosine floor as a fraction of the peak learning rate
   optim.b1 = 0.9
   optim.b2 = 0.999
   optim.eps = 1e-8
-  optim.weight_decay = 0.0  # adamw only
+  optim.weight_decay = 0.0  # adamw and bert_adam (release BertAdam: 0.01)
+  # bert_adam only: clip every gradient tensor on its own to this L2 norm (release: 1.0).
+  optim.per_tensor_clip_norm = 1.0
   optim.grad_clip_norm = 0.0  # global-norm clipping; 0 = off (paper: none)
   # Top-level parameter name -> learning-rate factor (e.g. a pretrained backbone at 0.1x).
   optim.lr_multipliers = ml_collections.ConfigDict()
@@ -78,6 +83,21 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   dist.num_processes = -1
   dist.process_id = -1
 
+  return config
+
+
+def use_bert_adam(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Switches config.optim to the release's optimiser (train_trimodal.py: BertAdam, lr 1e-5,
+  warmup_proportion 0.1, t_total = the run's updates; BertAdam defaults eps 1e-6, weight decay
+  0.01, per-tensor clipping at 1.0, no bias correction); the learning rate is left as set."""
+  optim = config.optim
+  optim.name = "bert_adam"
+  optim.decay = "warmup_linear"
+  optim.warmup_proportion = 0.1
+  optim.b1, optim.b2, optim.eps = 0.9, 0.999, 1e-6
+  optim.weight_decay = 0.01
+  optim.per_tensor_clip_norm = 1.0
+  optim.grad_clip_norm = 0.0  # BertAdam clips per tensor, not globally
   return config
 
 

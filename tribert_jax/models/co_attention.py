@@ -13,6 +13,10 @@ from tribert_jax.models import layers
 
 Dtype = Any
 
+# The release's stream order (vision, pose, audio): with concat="features" the other streams'
+# per-head key/value slices are concatenated in this order (vision_net.py, BertBiAttention).
+STREAM_ORDER = ("visual", "pose", "audio")
+
 
 class FeedForward(nn.Module):
   """BERT feed-forward sub-layer: dense, activation, dense, dropout, residual, LayerNorm."""
@@ -38,9 +42,11 @@ class TriModalCoAttention(nn.Module):
 
   concat = "tokens" (paper): the target's queries attend to the concatenation, along the token
   axis, of the other streams' keys/values (each projected to `width`; lengths may differ).
-  concat = "features" (release): each other stream's keys/values are projected to
-  width / (number of other streams) and concatenated along features (equal lengths required);
-  a key position is valid only where it is valid in every concatenated stream.
+  concat = "features" (release, vision_net.py BertBiAttention): each other stream's keys/values
+  are projected to width / (number of other streams), split into the heads first (head_dim /
+  sources each) and concatenated per head along features, so every head scores every other
+  stream (equal lengths required); a key position is valid only where it is valid in every
+  concatenated stream (the release mixes masks across the batch here; all-ones masks hide it).
   """
   width: int = 512  # co-attention width (Q and concatenated K/V)
   num_heads: int = 8
@@ -68,6 +74,8 @@ class TriModalCoAttention(nn.Module):
     if self.concat == "features" and source_width * num_sources != self.width:
       raise ValueError(f"co_attention_width {self.width} not divisible by {num_sources} sources")
     head_dim = self.width // self.num_heads
+    if self.concat == "features" and head_dim % num_sources:
+      raise ValueError(f"co-attention head size {head_dim} not divisible by {num_sources} sources")
     # Each stream computes its Q (for itself) and its K, V (read by the other streams).
     queries, keys, values = {}, {}, {}
     for s in names:
@@ -77,6 +85,8 @@ class TriModalCoAttention(nn.Module):
     out = {}
     for s in names:
       others = [o for o in names if o != s]
+      if self.concat == "features":  # the release's order (a permutation of the query columns)
+        others.sort(key=lambda o: STREAM_ORDER.index(o) if o in STREAM_ORDER else len(names))
       if self.concat == "tokens":
         key = jnp.concatenate([keys[o] for o in others], axis=1)  # [b, sum L_o, width]
         value = jnp.concatenate([values[o] for o in others], axis=1)
@@ -86,8 +96,9 @@ class TriModalCoAttention(nn.Module):
         if len(lengths) != 1:
           raise ValueError(f"co_attention_concat='features' needs equal sequence lengths, got "
                            f"{ {o: hidden[o].shape[1] for o in others} }")
-        key = jnp.concatenate([keys[o] for o in others], axis=-1)  # [b, L, width]
-        value = jnp.concatenate([values[o] for o in others], axis=-1)
+        per_head = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim // num_sources)
+        key = jnp.concatenate([per_head(keys[o]) for o in others], axis=-1)  # [b, L, H, hd]
+        value = jnp.concatenate([per_head(values[o]) for o in others], axis=-1)
         key_mask = jnp.prod(jnp.stack([masks[o] for o in others]), axis=0)
       b, lq = queries[s].shape[:2]
       context = layers.dot_product_attention(

@@ -106,7 +106,11 @@ class StreamEmbedding(nn.Module):
 
 
 class TriBERTEncoder(nn.Module):
-  """num_layers x (one TransformerLayer per stream, then TriModalCoAttention over the streams)."""
+  """num_layers x (one TransformerLayer per stream and one TriModalCoAttention over the streams).
+
+  config.model.transformer.co_attention_order: "after" = each layer's self-attention, then its
+  co-attention; "before" (release) = co-attention, then the layer's self-attention.
+  """
   config: ml_collections.ConfigDict  # config.model
   deterministic: bool = True
 
@@ -119,15 +123,22 @@ class TriBERTEncoder(nn.Module):
               param_dtype=layers.to_dtype(self.config.param_dtype))
     layer_cls = nn.remat(TransformerLayer) if cfg.remat else TransformerLayer
     co_cls = nn.remat(TriModalCoAttention) if cfg.remat else TriModalCoAttention
+    order = cfg.get("co_attention_order", "after")
+    if order not in ("after", "before"):
+      raise ValueError(f"config.model.transformer.co_attention_order: unknown {order!r}")
     hidden = dict(streams)
     for i in range(cfg.num_layers):
+      co_attention = co_cls(cfg.co_attention_width, cfg.co_attention_heads,
+                            cfg.intermediate_size, cfg.co_attention_concat, cfg.dropout,
+                            cfg.attention_dropout, cfg.activation, self.deterministic,
+                            name=f"co_attention{i}", **kw)
+      use_co = cfg.use_co_attention and len(hidden) > 1
+      if use_co and order == "before":
+        hidden = co_attention(hidden, masks)
       for s in hidden:
         hidden[s] = layer_cls(cfg.num_heads, cfg.intermediate_size, cfg.dropout,
                               cfg.attention_dropout, cfg.activation, self.deterministic,
                               name=f"{s}_layer{i}", **kw)(hidden[s], masks[s])
-      if cfg.use_co_attention and len(hidden) > 1:
-        hidden = co_cls(cfg.co_attention_width, cfg.co_attention_heads, cfg.intermediate_size,
-                        cfg.co_attention_concat, cfg.dropout, cfg.attention_dropout,
-                        cfg.activation, self.deterministic, name=f"co_attention{i}",
-                        **kw)(hidden, masks)
+      if use_co and order == "after":
+        hidden = co_attention(hidden, masks)
     return hidden

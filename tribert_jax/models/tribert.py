@@ -24,7 +24,7 @@ import ml_collections
 
 from tribert_jax.models import layers
 from tribert_jax.models.audio_encoder import AudioEncoder
-from tribert_jax.models.heads import AudioClassifier, Pooler, WSDDNHead
+from tribert_jax.models.heads import AudioClassifier, Pooler, WSDDNHead, fuse_pooled
 from tribert_jax.models.stgcn import PoseEncoder
 from tribert_jax.models.transformer import StreamEmbedding, TriBERTEncoder
 from tribert_jax.models.unet import AttentionUNet
@@ -58,6 +58,7 @@ class TriBERT(nn.Module):
     intermediates: dict[str, jax.Array] = {}
     streams, masks = {}, {}
     num_frames = None
+    stream_slots = {}  # tokens per frame of each stream
 
     # ---- visual tokens: decoupled spatial attention pools k objects per frame ----
     if cfg.visual.enabled:
@@ -72,7 +73,7 @@ class TriBERT(nn.Module):
       intermediates["visual_attention_maps"] = visual["attention_maps"]  # [B, N, T, h, w, C]
       intermediates["visual_class_scores"] = visual["class_scores"]  # [B, N, T, C]
       outputs["visual_class_scores"] = visual["class_scores"]
-      slots = k
+      slots = stream_slots["visual"] = k
 
     # ---- pose tokens: ST-GCN per person, sampled at the RGB frames ----
     if cfg.pose.enabled:
@@ -80,7 +81,7 @@ class TriBERT(nn.Module):
       n, num_frames = pose_frame_index.shape[1], pose_frame_index.shape[2]
       tokens, valid = PoseEncoder(cfg, tr.pose_width, name="pose_encoder")(
           inputs["pose"], inputs["pose_mask"], pose_frame_index, train)  # [B,N,T,P,D], [B,N,T,P]
-      p = tokens.shape[3]
+      p = stream_slots["pose"] = tokens.shape[3]
       streams["pose"], masks["pose"] = StreamEmbedding(
           cfg, tr.mask_probability, not train, name="pose_embedding")(
               tokens.reshape(b * n, num_frames, p, -1), valid.reshape(b * n, num_frames, p))
@@ -107,33 +108,46 @@ class TriBERT(nn.Module):
     hidden = TriBERTEncoder(cfg, not train, name="encoder")(streams, masks)
 
     # ---- heads ----
+    hc = cfg.heads
     num_sos = 1 if tr.sos_token == "learned" else slots
-    heads_kw = dict(activation=cfg.heads.activation, **kw)
+    heads_kw = dict(activation=hc.activation, **kw)
+    per_slot = hc.get("pooler_order", "mean_first") == "per_slot"
+    if hc.get("pooler_order", "mean_first") not in ("mean_first", "per_slot"):
+      raise ValueError(f"config.model.heads.pooler_order: unknown {hc.pooler_order!r}")
+    regions = hc.get("wsddn_regions", "tokens")
+    audio_kind = hc.get("audio_classifier", "mean_hidden")
     pooled = {}
     for s, h in hidden.items():
       intermediates[f"{s}_hidden"] = h.reshape(b, n, *h.shape[1:])  # [B, N, L, D]
-      pooled[s] = Pooler(cfg.heads.pooled_width, cfg.heads.pooler_activation, name=f"{s}_pooler",
-                         **kw)(h[:, :num_sos], masks[s][:, :num_sos])
-      intermediates[f"pooled_{s}"] = pooled[s].reshape(b, n, -1).astype(jnp.float32)
-      if s in ("visual", "pose"):  # WSDDN over the regions (all tokens but <SOS>)
-        scores = WSDDNHead(cfg.num_classes, name=f"{s}_head", **heads_kw)(
-            h[:, num_sos:], masks[s][:, num_sos:])
+      pooled[s] = Pooler(hc.pooled_width, hc.pooler_activation, per_slot, name=f"{s}_pooler",
+                         **kw)(h[:, :num_sos], masks[s][:, :num_sos])  # [b*n, (K,) width]
+      mean_pooled = jnp.mean(pooled[s], axis=1) if per_slot else pooled[s]
+      intermediates[f"pooled_{s}"] = mean_pooled.reshape(b, n, -1).astype(jnp.float32)
+      if s in ("visual", "pose"):  # WSDDN over the regions
+        if regions == "objects":  # [b*n, frame slots, K, D], incl. a global slot if any
+          first = 0 if tr.sos_token == "global" else num_sos
+          kk = stream_slots[s]
+          region_h = h[:, first:].reshape(b * n, -1, kk, h.shape[-1])
+          region_mask = masks[s][:, first:].reshape(b * n, -1, kk)
+        else:  # all tokens but <SOS>
+          region_h, region_mask = h[:, num_sos:], masks[s][:, num_sos:]
+        scores = WSDDNHead(cfg.num_classes, regions=regions, name=f"{s}_head", **heads_kw)(
+            region_h, region_mask)
         outputs[f"{s}_scores"] = scores.reshape(b, n, -1)
       else:
-        logits = AudioClassifier(cfg.num_classes, name="audio_head", **heads_kw)(h, masks[s])
-        outputs["audio_logits"] = logits.reshape(b, n, -1)
+        audio_out = AudioClassifier(cfg.num_classes, kind=audio_kind, name="audio_head",
+                                    **heads_kw)(h, masks[s])
+        key = "audio_scores" if audio_kind == "release" else "audio_logits"
+        outputs[key] = audio_out.reshape(b, n, -1)  # probabilities / logits
 
     # ---- fused feature (supp. Table 2) ----
-    if cfg.heads.fusion == "concat":
-      fused = jnp.concatenate([pooled[s] for s in hidden], axis=-1)
-    elif cfg.heads.fusion == "multiply":
-      fused = pooled["audio"]  # every pooler has width pooled_width: element-wise product
-      for s in hidden:
-        if s != "audio":
-          fused = fused * pooled[s]
-    else:
-      raise ValueError(f"config.model.heads.fusion: unknown {cfg.heads.fusion!r}")
-    fused = layers.activation(cfg.heads.fused_activation)(fused).reshape(b, n, -1)
+    # The product starts from audio (multiplication commutes; kept for identical numerics).
+    order = list(hidden)
+    if hc.fusion == "multiply":
+      order = ["audio"] + [s for s in hidden if s != "audio"]
+    fused = fuse_pooled([pooled[s] for s in order], hc.fusion, per_slot,
+                        nn.Dropout(hc.get("fused_dropout", 0.1), deterministic=not train))
+    fused = layers.activation(hc.fused_activation)(fused).reshape(b, n, -1)
     intermediates["fused"] = fused.astype(jnp.float32)
 
     # ---- separation: encoder once per mixture, decoder once per video ----

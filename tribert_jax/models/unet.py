@@ -46,28 +46,43 @@ class ConvBlock(nn.Module):
 
 
 class AttentionGate(nn.Module):
-  """Additive attention gate [37]: skip x scaled by sigmoid(psi(ReLU(W_x x + W_g g)))."""
+  """Additive attention gate [37]: skip x scaled by sigmoid(psi(ReLU(W_x x + W_g g))).
+
+  input_norm=True (release, audio_net.py Attention_block): W_x and W_g are each a 1x1 conv with
+  bias followed by BatchNorm; False (ours, after [37]): no BatchNorm, W_x without bias.
+  """
   inter_features: int
   train: bool = False
+  input_norm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, skip: jax.Array, gating: jax.Array) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    theta = layers.conv(self.inter_features, (1, 1), use_bias=False, name="skip_conv", **kw)(skip)
+    theta = layers.conv(self.inter_features, (1, 1), use_bias=self.input_norm, name="skip_conv",
+                        **kw)(skip)
     phi = layers.conv(self.inter_features, (1, 1), name="gating_conv", **kw)(gating)
+    if self.input_norm:
+      theta = layers.batch_norm(self.train, name="skip_bn", **kw)(theta)
+      phi = layers.batch_norm(self.train, name="gating_bn", **kw)(phi)
     psi = layers.conv(1, (1, 1), use_bias=False, name="psi_conv", **kw)(nn.relu(theta + phi))
     psi = nn.sigmoid(layers.batch_norm(self.train, name="psi_bn", **kw)(psi))
     return skip * psi
 
 
 class DecoderLevel(nn.Module):
-  """De-convolution (2x up), attention-gated skip, concatenation, conv block."""
+  """De-convolution (2x up), attention-gated skip, concatenation, conv block.
+
+  deconv_norm=True: BatchNorm + ReLU after the de-convolution (ours: [37]'s up-conv block);
+  False: the bare ConvTranspose of the release (audio_net.py, Unet.upconv*).
+  """
   features: int
   num_convs: int = 2
   attention_gate: bool = True
   train: bool = False
+  deconv_norm: bool = True
+  gate_norm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -75,21 +90,27 @@ class DecoderLevel(nn.Module):
   def __call__(self, x: jax.Array, skip: jax.Array) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = layers.conv_transpose(self.features, (2, 2), strides=(2, 2), name="deconv", **kw)(x)
-    x = nn.relu(layers.batch_norm(self.train, name="deconv_bn", **kw)(x))
+    if self.deconv_norm:
+      x = nn.relu(layers.batch_norm(self.train, name="deconv_bn", **kw)(x))
     if self.attention_gate:
-      skip = AttentionGate(max(self.features // 2, 1), self.train, name="attention_gate",
-                           **kw)(skip, x)
+      skip = AttentionGate(max(self.features // 2, 1), self.train, self.gate_norm,
+                           name="attention_gate", **kw)(skip, x)
     x = jnp.concatenate([x, skip], axis=-1)
     return ConvBlock(self.features, self.num_convs, self.train, name="conv_block", **kw)(x)
 
 
 class BottleneckFusion(nn.Module):
-  """Early fusion of the fused feature f [b, F] into the bottleneck [b, h, w, C].
+  """Early fusion of the fused feature f [b, F] into the bottleneck B [b, h, w, C] (h = frequency,
+  w = time; channels last).
 
   "self_attention" (paper, after Music-Gesture [15]): one multi-head self-attention layer over
   the h*w bottleneck positions plus f (projected to C) as an extra token, residual + LayerNorm.
-  "release": softmax over positions of <bottleneck, f'> times f', plus bottleneck, then a
-  residual 2-layer MLP.
+  "release" (audio_net.py, Unet.forward): with f used raw (F must equal C, no projection),
+    a[b, i, j, c] = f[b, c] * sum_t B[b, i, t, c]   (torch.matmul(B, f repeated), same for all j)
+    out = softmax_c(a) * f + B                      (softmax over the channel axis, no 1/sqrt(C))
+    out = MLP(out) + out,  MLP = Dense(C), ReLU, Dense(C), kernels N(0, 1e-4), biases 0.
+  The release's matmul needs a square bottleneck (h == w); this form is the same for h == w
+  and also defined otherwise.
   """
   kind: str = "self_attention"
   num_heads: int = 8
@@ -100,9 +121,9 @@ class BottleneckFusion(nn.Module):
   def __call__(self, bottleneck: jax.Array, fused: jax.Array) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     b, h, w, c = bottleneck.shape
-    positions = bottleneck.reshape(b, h * w, c)  # [b, hw, C]
-    feature = layers.dense(c, name="feature_projection", **kw)(fused)[:, None, :]  # [b, 1, C]
     if self.kind == "self_attention":
+      positions = bottleneck.reshape(b, h * w, c)  # [b, hw, C]
+      feature = layers.dense(c, name="feature_projection", **kw)(fused)[:, None, :]  # [b, 1, C]
       tokens = jnp.concatenate([positions, feature.astype(positions.dtype)], axis=1)
       heads = lambda y: y.reshape(b, h * w + 1, self.num_heads, c // self.num_heads)
       q = heads(layers.dense(c, name="query", **kw)(tokens))
@@ -111,16 +132,21 @@ class BottleneckFusion(nn.Module):
       context = layers.dot_product_attention(q, k, v, jnp.ones((b, h * w + 1)))
       y = layers.dense(c, name="output", **kw)(context.reshape(b, h * w + 1, c))
       out = layers.layer_norm(name="norm", **kw)(tokens + y)[:, : h * w]
-    elif self.kind == "release":
-      weights = jax.nn.softmax(jnp.einsum("bpc,bqc->bp", positions, feature).astype(jnp.float32)
-                               / jnp.sqrt(c), axis=1)  # [b, hw] over positions
-      out = weights[..., None].astype(positions.dtype) * feature + positions
-      mlp = layers.dense(c, name="mlp_out", **kw)(
-          nn.relu(layers.dense(c, name="mlp_in", **kw)(out)))
-      out = out + mlp
-    else:
-      raise ValueError(f"config.model.unet.fusion: unknown {self.kind!r}")
-    return out.reshape(b, h, w, c)
+      return out.reshape(b, h, w, c)
+    if self.kind == "release":
+      if fused.shape[-1] != c:
+        raise ValueError(f"config.model.unet.fusion='release' multiplies the fused feature "
+                         f"({fused.shape[-1]} wide) into the {c}-channel bottleneck: set "
+                         f"unet.bottleneck_channels to the fused width")
+      f = fused.astype(bottleneck.dtype)[:, None, None, :]  # [b, 1, 1, C]
+      scores = f * jnp.sum(bottleneck, axis=2, keepdims=True)  # [b, h, 1, C]
+      weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(bottleneck.dtype)
+      out = weights * f + bottleneck  # broadcast over the time axis
+      init = nn.initializers.normal(1e-4)
+      mlp = layers.dense(c, kernel_init=init, name="mlp_in", **kw)(out)
+      out = out + layers.dense(c, kernel_init=init, name="mlp_out", **kw)(nn.relu(mlp))
+      return out
+    raise ValueError(f"config.model.unet.fusion: unknown {self.kind!r}")
 
 
 class FiLM(nn.Module):
@@ -175,7 +201,8 @@ class AttentionUNet(nn.Module):
     feature = fused.reshape(b * n, -1)
     x = BottleneckFusion(cfg.fusion, cfg.fusion_heads, name="fusion", **kw)(per_video(x), feature)
     for i in reversed(range(cfg.depth)):
-      x = level_cls(channels[i], cfg.convs_per_level, cfg.attention_gates, train, name=f"up{i}",
+      x = level_cls(channels[i], cfg.convs_per_level, cfg.attention_gates, train,
+                    cfg.get("deconv_norm", True), cfg.get("gate_norm", False), name=f"up{i}",
                     **kw)(x, per_video(skips[i]))
       if conditioning == "every_level":
         x = FiLM(name=f"film{i}", **kw)(x, feature)

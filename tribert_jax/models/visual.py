@@ -26,6 +26,7 @@ class DecoupledSpatialAttention(nn.Module):
   activation: str = "exp"  # F of eq. (1)
   normalization: str = "space"  # "space" (paper eq. 2) | "classes" (release)
   pooling: str = "sum"  # "sum" (paper) | "mean" (release): spatial pooling of A_m
+  extra_conv: bool = False  # release: ReLU, 1x1 conv C -> C before the (ReLU, softmax) normalisation
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -36,7 +37,10 @@ class DecoupledSpatialAttention(nn.Module):
     # Expansive detector: dropout, 1x1 conv to C, dropout, non-linearity, normalisation.
     x = nn.Dropout(self.dropout, deterministic=not train)(features)
     x = layers.conv(self.num_classes, (1, 1), name="expansive_conv", **kw)(x)
-    x = nn.Dropout(self.dropout, deterministic=not train)(x).astype(jnp.float32)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    if self.extra_conv:  # release: conv1x1_1 -> dp2 -> ReLU -> conv1x1_11 (then ReLU, softmax)
+      x = layers.conv(self.num_classes, (1, 1), name="expansive_conv2", **kw)(nn.relu(x))
+    x = x.astype(jnp.float32)
     if self.normalization == "space":
       flat = x.reshape(n, h * w, self.num_classes)  # [n, hw, C]
       if self.activation == "exp":  # eq. (2) with F = exp is a softmax over space (stable form)
@@ -91,13 +95,15 @@ class VisualSegmentationNetwork(nn.Module):
     images = frames.reshape(b * n * t, s1, s2, ch)  # [B*N*T, S, S, 3]
     trunk = ResNet(stage_sizes=tuple(cfg.resnet_stage_sizes), width=cfg.resnet_width,
                    frozen_batch_norm=cfg.frozen_batch_norm, name="resnet", **kw)(images, train)
-    # The paper's 3x3 conv after ResNet-50 gives V_e (1024 channels, 7x7 at 224 input).
-    spatial_features = nn.relu(layers.conv(cfg.feature_channels, (3, 3), name="feature_conv",
-                                           **kw)(trunk))
+    # The paper's 3x3 conv after ResNet-50 gives V_e (1024 channels, 7x7 at 224 input). No
+    # activation follows it, in the paper or the release (vision_net.py, ResnetFC.fc); earlier
+    # versions of this project applied a ReLU here.
+    spatial_features = layers.conv(cfg.feature_channels, (3, 3), name="feature_conv", **kw)(trunk)
     attention_maps, class_scores = DecoupledSpatialAttention(
         num_classes=self.config.num_classes, dropout=cfg.attention_dropout,
         activation=cfg.expansive_activation, normalization=cfg.expansive_normalization,
-        pooling=cfg.pooling, name="spatial_attention", **kw)(spatial_features, train)
+        pooling=cfg.pooling, extra_conv=cfg.get("expansive_extra_conv", False), name="spatial_attention",
+        **kw)(spatial_features, train)
     tokens = pool_object_tokens(attention_maps, class_scores, spatial_features, cfg.num_objects,
                                 cfg.pooling)
     h, w = attention_maps.shape[1:3]

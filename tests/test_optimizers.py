@@ -1,0 +1,85 @@
+"""optim.name="bert_adam" against a NumPy transcription of the release's BertAdam step
+(pytorch_pretrained_bert / tribert/optimization.py: BertAdam.step, WarmupLinearSchedule)."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from configs.parts.train import add_train_config, use_bert_adam
+from tribert_jax import optimizers
+
+
+def np_warmup_linear(step, total, warmup):
+  progress = step / total
+  if progress < warmup:
+    return progress / warmup
+  return max((progress - 1.0) / (warmup - 1.0), 0.0)
+
+
+def np_bert_adam_step(params, grads, state, lr, total, warmup=0.1, b1=0.9, b2=0.999, e=1e-6,
+                      weight_decay=0.01, max_grad_norm=1.0):
+  """One BertAdam.step over a dict of tensors; state {name: (m, v)} and a shared step count."""
+  step = state["step"]
+  out, moments = {}, {}
+  for name, p in params.items():
+    g = grads[name].astype(np.float64)
+    norm = np.sqrt(np.sum(g * g))  # torch clip_grad_norm_(p, max_norm)
+    coef = max_grad_norm / (norm + 1e-6)
+    if coef < 1:
+      g = g * coef
+    m, v = state["moments"][name]
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    update = m / (np.sqrt(v) + e)
+    if p.ndim >= 2:  # ours decays >= 2-D parameters (the release: names without bias/LayerNorm)
+      update = update + weight_decay * p
+    out[name] = p - lr * np_warmup_linear(step, total, warmup) * update
+    moments[name] = (m, v)
+  return out, {"step": step + 1, "moments": moments}
+
+
+def test_warmup_linear_schedule_matches_numpy():
+  sched = optimizers.warmup_linear_schedule(2e-3, 50, 0.1)
+  for step in (0, 1, 4, 5, 6, 30, 49, 50, 70):
+    np.testing.assert_allclose(float(sched(step)), 2e-3 * np_warmup_linear(step, 50, 0.1),
+                               rtol=1e-6, atol=1e-12)
+
+
+def test_bert_adam_matches_numpy_transcription():
+  config = use_bert_adam(add_train_config(ml_collections.ConfigDict()))
+  config.optim.learning_rate = 1e-2
+  total = 20
+  tx, _ = optimizers.make_optimizer(config.optim, total)
+  rng = np.random.default_rng(0)
+  params = {"kernel": rng.standard_normal((4, 3)), "bias": rng.standard_normal((3,)),
+            "table": rng.standard_normal((2, 5)) * 3}
+  np_params = dict(params)
+  np_state = {"step": 0, "moments": {k: (0.0 * v, 0.0 * v) for k, v in params.items()}}
+  jparams = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  opt_state = tx.init(jparams)
+  for i in range(6):
+    # Mixed scales: some tensors are clipped (norm > 1), some are not.
+    grads = {k: rng.standard_normal(v.shape) * (5.0 if i % 2 else 0.1) for k, v in params.items()}
+    np_params, np_state = np_bert_adam_step(np_params, grads, np_state, 1e-2, total)
+    updates, opt_state = tx.update(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads),
+                                   opt_state, jparams)
+    jparams = jax.tree.map(lambda p, u: p + u, jparams, updates)
+    for k in params:
+      np.testing.assert_allclose(np.asarray(jparams[k]), np_params[k], rtol=1e-5, atol=1e-6,
+                                 err_msg=f"step {i}, {k}")
+  # The first update is zero (lr schedule 0 at step 0); later ones moved every tensor.
+  assert all(not np.allclose(np_params[k], params[k]) for k in params)
+
+
+def test_bert_adam_with_lr_multipliers_builds():
+  config = use_bert_adam(add_train_config(ml_collections.ConfigDict()))
+  config.optim.lr_multipliers = ml_collections.ConfigDict({"a": 0.1})
+  tx, schedule = optimizers.make_optimizer(config.optim, 10, param_names=["a", "b"])
+  params = {"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": jnp.ones((2, 2))}}
+  state = tx.init(params)
+  for _ in range(3):
+    updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  ratio = updates["a"]["kernel"] / updates["b"]["kernel"]
+  np.testing.assert_allclose(np.asarray(ratio), 0.1, rtol=1e-5)
+  assert float(schedule(0)) == 0.0 and float(schedule(1)) > 0.0
