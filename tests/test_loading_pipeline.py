@@ -242,14 +242,16 @@ def dict_config(config, **overrides):
   return copy
 
 
-def test_truncated_jpeg_at_read_time_names_the_file(damaged_layout):
+def test_truncated_jpeg_mid_clip_names_the_file_at_build_time(damaged_layout):
+  """Every frame of a clip is decoded when the pipeline is built (not only frame 1), so a
+  truncated frame in the middle of a clip is a BadClipError naming it before any batch."""
   record = reader.read_index(damaged_layout, "test")[0]
-  frame = record.frame_path(26)  # the centre frame of the eval crop (validation reads frame 0)
+  frame = record.frame_path(26)  # the centre frame of the eval crop
   frame.write_bytes(frame.read_bytes()[:200])
   config = layout_fixtures.data_config(damaged_layout)
-  pipeline = input_pipeline.build_eval_pipeline(config, "test", process_index=0, process_count=1)
-  with pytest.raises(tf.errors.InvalidArgumentError, match=str(frame)):
-    list(pipeline)
+  with pytest.raises(schema.BadClipError, match=str(frame)) as error:
+    input_pipeline.build_eval_pipeline(config, "test", process_index=0, process_count=1)
+  assert error.value.kind == "corrupt_frame"
 
 
 def test_config_mismatch_names_the_key(layout):

@@ -45,6 +45,7 @@ def test_train_mode_gets_the_overridden_locked_config(parse_flags, monkeypatch, 
 def test_evaluate_mode_passes_the_checkpoint_step(parse_flags, monkeypatch, tmp_path):
   calls = []
   monkeypatch.setattr(train, "evaluate_checkpoint", lambda c, w, s: calls.append((c.phase, w, s)))
+  (tmp_path / "checkpoints" / "7").mkdir(parents=True)  # main.py checks there is one
   argv = parse_flags("--config=configs/finetune.py:tiny", f"--workdir={tmp_path}",
                      "--mode=evaluate", "--checkpoint=7")
   main.main(argv[:1])

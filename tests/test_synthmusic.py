@@ -176,7 +176,9 @@ def test_generation_is_byte_deterministic(tmp_path):
   assert c[audio] != a[audio]
 
 
-def test_complete_marker_skips_and_partial_dir_is_regenerated(tmp_path, monkeypatch):
+def test_complete_marker_skips_and_unmarked_dir_is_refused(tmp_path, monkeypatch):
+  from data_pipeline.layout import ownership
+
   with pytest.raises(ValueError, match="size"):
     generator.build_plan("huge", 0)
   plan = generator.build_plan("tiny", seed=0)
@@ -186,9 +188,17 @@ def test_complete_marker_skips_and_partial_dir_is_regenerated(tmp_path, monkeypa
   root = tmp_path / "ds"
   stale = root / "audio" / "flute" / "stale.wav"
   stale.parent.mkdir(parents=True)
-  stale.write_bytes(b"partial")  # a previous run died here
+  stale.write_bytes(b"partial")  # a folder without the .complete marker: not SynthMUSIC's
+  with pytest.raises(ownership.DatasetRootError, match="--out"):
+    generator.generate(root, size="tiny", seed=0, progress=False, workers=1)
+  assert stale.read_bytes() == b"partial" and not (root / ".complete").exists()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no staging folder left
+  stale.unlink()
+  stale.parent.rmdir()
+  stale.parent.parent.rmdir()  # an empty folder is fine
   generator.generate(root, size="tiny", seed=0, progress=False, workers=1)
-  assert not stale.exists() and (root / ".complete").is_file()
+  assert (root / ".complete").is_file()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # staging renamed into place
   wav = root / small[0].paths()["audio"]
   before = wav.stat().st_mtime_ns
   generator.generate(root, size="tiny", seed=0, progress=False, workers=1)

@@ -182,15 +182,17 @@ def test_bad_clips_fail_the_build_or_are_skipped_and_counted(music21_root, tmp_p
   shutil.copytree(music21_root, root)
   records = {r.id: r for r in reader.read_index(root, "train")}
   frame = records["celB"].frame_path(20)
-  frame.write_bytes(frame.read_bytes()[:300])  # truncated mid-clip: found while writing
+  frame.write_bytes(frame.read_bytes()[:300])  # truncated mid-clip: every frame is decoded
   with pytest.raises(tfds_builders.BadClipsError, match=str(frame)):
     build_tfds.build("music21", data_dir=str(tmp_path / "a"), manual_dir=str(root))
-  records["accA"].audio.unlink()  # missing: found by the up-front check
+  records["accA"].audio.unlink()  # missing
   assert build_tfds.main(["--dataset", "music21", "--manual_dir", str(root),
                           "--data_dir", str(tmp_path / "b")]) == 1
   with pytest.raises(tfds_builders.BadClipsError, match=str(records["accA"].audio)) as error:
     build_tfds.build("music21", data_dir=str(tmp_path / "b"), manual_dir=str(root))
-  assert error.value.report["skipped"] == {"missing_audio": 1}
+  # Both are found by the up-front check (which decodes every frame) and reported together.
+  assert error.value.report["skipped"] == {"missing_audio": 1, "corrupt_frame": 1}
+  assert str(frame) in str(error.value)
   builder, report = build_tfds.build("music21", data_dir=str(tmp_path / "c"),
                                      manual_dir=str(root), skip_bad_clips=True)
   assert report["skipped"] == {"missing_audio": 1, "corrupt_frame": 1}

@@ -5,13 +5,22 @@ Layout inside a workdir:
                                         is JSON: step, data position, seed
   checkpoints_best/<step>/{state,progress}   the one save with the best validation SDR
 
+Failures: a latest checkpoint that does not restore (truncated array file, missing metadata) is
+skipped with a warning naming it, and the newest intact one is used (a training run moves the
+broken one to checkpoints_broken/<step>, so the step can be saved again); an OSError while
+saving (a full disk) becomes one CheckpointSaveError line naming the step and the folder. With
+read_only=True nothing is created in the workdir.
+
 The resume / initialisation order and the checkpoint -> parameters mapping live in
 tribert_jax/initialization.py.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import time
 from typing import Any, Mapping
 
 from absl import logging
@@ -22,6 +31,28 @@ import orbax.checkpoint as ocp
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"
+BROKEN_DIR = "checkpoints_broken"
+
+
+class CheckpointSaveError(OSError):
+  """Saving a checkpoint failed with an I/O error (e.g. no space left on device)."""
+
+
+def save_error(error: BaseException, step: int | str, directory: str) -> CheckpointSaveError:
+  """One clear line for an OSError raised while saving (orbax may wrap it: look inside)."""
+  cause: BaseException | None = error
+  while cause is not None and not isinstance(cause, OSError):
+    cause = cause.__cause__ or cause.__context__
+  number = getattr(cause, "errno", None)
+  if number == errno.ENOSPC:
+    what = "no space left on device"
+  elif isinstance(cause, OSError):
+    what = f"I/O error ({cause.strerror or cause})"
+  else:
+    what = f"{type(error).__name__}: {error}"
+  saved = CheckpointSaveError(f"{what} while saving checkpoint step {step} to {directory}")
+  saved.errno = number
+  return saved
 
 
 class NonFiniteStateError(RuntimeError):
@@ -32,7 +63,8 @@ def _manager(directory: str, *, max_to_keep: int | None, best_metric: str | None
              read_only: bool = False) -> ocp.CheckpointManager:
   """A CheckpointManager holding a pytree `state` and a JSON `progress` record per step."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep,
+      max_to_keep=None if read_only else max_to_keep,
+      save_interval_steps=0 if read_only else 1,
       create=not read_only,
       read_only=read_only,
       # Async saves overlap training on one process. With several processes, orbax's background
@@ -66,12 +98,16 @@ class Checkpointer:
   """Keep-last-N checkpoints plus the best-by-validation-metric one (SDR for TriBERT), for one
   workdir."""
 
-  def __init__(self, workdir: str, keep: int = 2, best_metric: str = "sdr"):
+  def __init__(self, workdir: str, keep: int = 2, best_metric: str = "sdr",
+               read_only: bool = False):
     self.workdir = workdir
     self.best_metric = best_metric
-    self.latest = _manager(os.path.join(workdir, LATEST_DIR), max_to_keep=keep)
+    self.read_only = read_only
+    self.latest = _manager(os.path.join(workdir, LATEST_DIR), max_to_keep=keep,
+                           read_only=read_only)
     self.best = _manager(os.path.join(workdir, BEST_DIR), max_to_keep=1,
-                         best_metric=best_metric)
+                         best_metric=best_metric, read_only=read_only)
+    self._saving_step: int | None = None
 
   def latest_step(self) -> int | None:
     """Step of the newest complete checkpoint in this workdir, or None."""
@@ -86,15 +122,25 @@ class Checkpointer:
           f"in {self.workdir} are kept)")
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               progress=ocp.args.JsonSave(dict(progress)))
-    if self.latest.latest_step() != step:
-      self.latest.save(step, args=args, force=force)
-    if metrics is not None:
-      if not np.isfinite(metrics[self.best_metric]):
-        logging.warning("validation %s at step %d is not finite; not a best candidate",
-                        self.best_metric, step)
-        return
-      self.best.save(step, args=args, metrics={k: float(v) for k, v in metrics.items()},
-                     force=True)
+    directory = str(self.latest.directory)
+    try:
+      if self.latest.latest_step() != step:
+        self._saving_step = step
+        self.latest.save(step, args=args, force=force)
+      if metrics is not None:
+        if not np.isfinite(metrics[self.best_metric]):
+          logging.warning("validation %s at step %d is not finite; not a best candidate",
+                          self.best_metric, step)
+          return
+        directory = str(self.best.directory)
+        self.best.save(step, args=args, metrics={k: float(v) for k, v in metrics.items()},
+                       force=True)
+    except NonFiniteStateError:
+      raise
+    except Exception as error:  # pylint: disable=broad-except
+      if _is_io_error(error):
+        raise save_error(error, step, directory) from None
+      raise
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
     """(state, progress) of the latest checkpoint (arrays placed as abstract_state says)."""
@@ -103,25 +149,75 @@ class Checkpointer:
   def restore(self, abstract_state: Any, step: int | None = None
               ) -> tuple[Any, dict[str, Any]] | None:
     """(state, progress) of checkpoint `step` (default: latest); None if there is none."""
-    step = self.latest.latest_step() if step is None else step
-    if step is None:
-      return None
-    if step not in self.latest.all_steps():
-      raise FileNotFoundError(f"no checkpoint of step {step} in {self.workdir}/{LATEST_DIR} "
-                              f"(have {sorted(self.latest.all_steps())})")
+    if step is not None:
+      if step not in self.latest.all_steps():
+        raise FileNotFoundError(f"no checkpoint of step {step} in {self.workdir}/{LATEST_DIR} "
+                                f"(have {sorted(self.latest.all_steps())})")
+      return self._restore_step(abstract_state, step)
+    # The newest checkpoint that restores; broken ones are named and skipped.
+    candidates = sorted(self.latest.all_steps(), reverse=True)
+    for candidate in candidates:
+      try:
+        return self._restore_step(abstract_state, candidate)
+      except Exception as error:  # pylint: disable=broad-except
+        step_dir = os.path.join(str(self.latest.directory), str(candidate))
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        logging.warning("checkpoint %s is broken (%s: %s); falling back to an older one",
+                        step_dir, type(error).__name__, reason)
+        if not self.read_only:
+          self._move_aside(candidate)
+    if candidates:
+      raise RuntimeError(f"no checkpoint in {self.latest.directory} restores (steps "
+                         f"{candidates}, see the warnings above); move them away to start over")
+    return None
+
+  def _restore_step(self, abstract_state: Any, step: int) -> tuple[Any, dict[str, Any]]:
     restored = self.latest.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["progress"])
 
+  def _move_aside(self, step: int) -> None:
+    """Moves a broken step folder to WORKDIR/checkpoints_broken/<step>-<time> (kept for
+    inspection, out of the keep policy) so the step can be saved again."""
+    source = os.path.join(str(self.latest.directory), str(step))
+    target = os.path.join(self.workdir, BROKEN_DIR, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(source, target)
+    logging.warning("moved the broken checkpoint %s to %s", source, target)
+    self.latest.reload()
+
   def wait_until_finished(self) -> None:
-    """Blocks until pending async saves are on disk."""
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    """Blocks until pending async saves are on disk (CheckpointSaveError on an I/O error)."""
+    for manager in (self.latest, self.best):
+      try:
+        manager.wait_until_finished()
+      except Exception as error:  # pylint: disable=broad-except
+        if _is_io_error(error):
+          raise save_error(error, self._saving_step if self._saving_step is not None else "?",
+                           str(manager.directory)) from None
+        raise
 
   def close(self) -> None:
     """Finishes pending saves and releases the managers."""
-    self.latest.close()
-    self.best.close()
+    try:
+      self.wait_until_finished()
+    finally:
+      for manager in (self.latest, self.best):
+        try:
+          manager.close()
+        except Exception as error:  # pylint: disable=broad-except
+          logging.warning("closing the checkpoint manager of %s: %s", manager.directory, error)
+
+
+def _is_io_error(error: BaseException) -> bool:
+  """True when error is (or was caused by) an OSError."""
+  seen = 0
+  cause: BaseException | None = error
+  while cause is not None and seen < 10:
+    if isinstance(cause, OSError):
+      return True
+    cause, seen = cause.__cause__ or cause.__context__, seen + 1
+  return False
 
 
 def resolve_checkpoint_dir(path: str, which: str = "latest") -> tuple[str, int]:

@@ -9,7 +9,13 @@ train_and_evaluate(config, workdir) is what main.py calls. Phases:
   4. loop: one jitted train step (donated state, per-step rng = fold_in(rng, step), gradient
      accumulation over micro-batches with lax.scan), NaN/Inf check every step, one console line
      and TensorBoard scalars per log interval, periodic evaluation (best checkpoint by the task's
-     best_metric) and async checkpoints.
+     best_metric) and async checkpoints. A step that is saved is saved BEFORE it is evaluated
+     (an evaluation that fails never costs the checkpoint); the best slot follows the evaluation.
+
+Failures: NonFiniteError names the loss terms, the gradients and the clips of the batch
+(training batches carry host-only "clip_ids", popped before the batch goes to the devices);
+checkpoints are finished and closed on every exit path. main.py turns any exception into an
+exit code (never a hang).
 """
 
 from __future__ import annotations
@@ -106,16 +112,23 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: opta
   return train_step
 
 
-def check_finite(step: int, metrics: Mapping[str, np.ndarray]) -> None:
-  """Raises NonFiniteError naming the loss terms / gradient norms that are NaN or Inf."""
+def check_finite(step: int, metrics: Mapping[str, np.ndarray],
+                 clip_ids: np.ndarray | None = None) -> None:
+  """Raises NonFiniteError naming the loss terms / gradient norms that are NaN or Inf, and the
+  clips of the batch (clip_ids [B, N], this process's rows) when given."""
   bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
   if bad:
+    clips = ""
+    if clip_ids is not None:
+      examples = ["+".join(str(c) for c in np.atleast_1d(row)) for row in np.asarray(clip_ids)]
+      clips = (f"; the batch's clips (this process, one mixture each): {', '.join(examples)} "
+               "(check their audio and pose files)")
     terms = [k for k in bad if k.startswith("loss")]
     grads = [k.removeprefix("grad_norm/") for k in bad if k.startswith("grad_norm/")]
     raise NonFiniteError(
         f"non-finite values at training step {step}: loss terms {terms or 'all finite'}, "
         f"gradients of {grads or ('(global norm only)' if 'grad_norm' in bad else 'none')}; "
-        f"values {{{', '.join(f'{k}: {float(np.mean(metrics[k]))}' for k in bad)}}}. "
+        f"values {{{', '.join(f'{k}: {float(np.mean(metrics[k]))}' for k in bad)}}}{clips}. "
         "Stopping without saving this state; the last good checkpoint is kept.")
 
 
@@ -127,9 +140,21 @@ def check_finite(step: int, metrics: Mapping[str, np.ndarray]) -> None:
 def train_batches(config: ml_collections.ConfigDict, start_batch: int
                   ) -> Iterator[dict[str, np.ndarray]]:
   """Host training batches from batch number start_batch on: the same data an uninterrupted run
-  with the same seed sees there (the pipeline indexes its plans by seed/epoch/position)."""
-  return iter(loading_pipeline.build_train_pipeline(config.data, seed=config.seed,
+  with the same seed sees there (the pipeline indexes its plans by seed/epoch/position). Each
+  carries the host-only "clip_ids" (for the NonFiniteError message)."""
+  data = config.data
+  if "with_clip_ids" in data and not data.with_clip_ids:
+    data = ml_collections.ConfigDict(data.to_dict())
+    data.with_clip_ids = True
+  return iter(loading_pipeline.build_train_pipeline(data, seed=config.seed,
                                                     start_batch=start_batch))
+
+
+def set_validation_cache(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """config.data.validation_cache "" -> WORKDIR/clip_validation.json (clip validations are
+  cached there, by file size and mtime, so a resumed run does not decode every frame again)."""
+  if "validation_cache" in config.data and not config.data.validation_cache:
+    config.data.validation_cache = os.path.join(workdir, "clip_validation.json")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,6 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns {"step", "train": last logged train scalars, "eval": last evaluation scalars,
   "history": [(step, train scalars) for every logged step]}.
   """
+  set_validation_cache(config, workdir)
   write_config(config, workdir)
   prepare.prepare_dataset(config, jax.process_index())
   writer = monitoring.create_writer(workdir)
@@ -196,9 +222,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def drain(limit: int) -> None:
     """Waits for finished steps until at most `limit` are in flight; NaN/Inf check each."""
     while len(pending) > limit:
-      step, metrics = pending.popleft()
+      step, metrics, clip_ids = pending.popleft()
       host = jax.device_get(metrics)
-      check_finite(step, host)
+      check_finite(step, host, clip_ids)
       logged.append(host)
 
   logging.info("training %s from step %d to %d (global batch %d, %d micro-batches)",
@@ -206,9 +232,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     for step in range(start_step + 1, total_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = sharding.host_to_global(next(batches), mesh)
+        host_batch = next(batches)
+        clip_ids = host_batch.pop("clip_ids", None)  # host-only strings
+        batch = sharding.host_to_global(host_batch, mesh)
         state, metrics = train_step(state, batch)
-      pending.append((step, metrics))
+      pending.append((step, metrics, clip_ids))
       # Bounding the steps in flight avoids the CPU all-reduce deadlock (see config comment).
       drain(int(config.max_steps_in_flight) - 1)
       is_last = step == total_steps
@@ -232,42 +260,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logged.clear()
         log_start = (now, step)
       evaluate_now = step % config.eval_every_steps == 0 or (is_last and config.eval.at_end)
-      if evaluate_now:
+      if evaluate_now or step % config.checkpoint_every_steps == 0 or is_last:
+        # Saved before the evaluation: a failing evaluation does not lose this step.
         drain(0)
+        checkpointer.save(step, state, progress_record(step))
+      if evaluate_now:
         last_eval = task.evaluate(state, mesh, workdir, step, writer)
         writer.write_scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
-      if evaluate_now or step % config.checkpoint_every_steps == 0 or is_last:
-        drain(0)
-        checkpointer.save(step, state, progress_record(step),
-                          metrics=last_eval if evaluate_now else None)
+        checkpointer.save(step, state, progress_record(step), metrics=last_eval)  # best slot
       if is_last:
         log_start = (time.monotonic(), step)  # evaluation time is not training throughput
     drain(0)
   finally:
-    # Pending async saves complete (never with a non-finite state: save() checks).
-    checkpointer.wait_until_finished()
-    checkpointer.close()
-    writer.flush()
+    # Pending async saves complete (never with a non-finite state: save() checks); an I/O error
+    # here is a CheckpointSaveError naming the step and the folder.
+    try:
+      writer.flush()
+    finally:
+      checkpointer.close()
   return {"step": int(state.step), "train": last_train, "eval": last_eval, "history": history}
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: int | None = None) -> dict[str, float]:
-  """Scores the latest (or the given step's) checkpoint of workdir on config.data.eval_split."""
+  """Scores the latest (or the given step's) checkpoint of workdir on config.data.eval_split.
+  Read-only until a checkpoint is restored (then the report and scalars are written)."""
   prepare.prepare_dataset(config, jax.process_index())
-  writer = monitoring.create_writer(workdir)
   mesh = sharding.make_mesh(config.mesh)
   task = make_task(config)
   tx, _ = optimizers.make_optimizer(config.optim, int(config.num_train_steps))
   _, abstract, shardings, _ = initialization.make_state_initializer(task, tx, config, mesh)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
-                                            best_metric=task.best_metric)
-  restored = checkpointer.restore(checkpointing.abstract_with_shardings(abstract, shardings),
-                                  step)
-  checkpointer.close()
+                                            best_metric=task.best_metric, read_only=True)
+  try:
+    restored = checkpointer.restore(checkpointing.abstract_with_shardings(abstract, shardings),
+                                    step)
+  finally:
+    checkpointer.close()
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {workdir}/{checkpointing.LATEST_DIR}")
   state, _ = restored
+  writer = monitoring.create_writer(workdir)
   scalars = task.evaluate(state, mesh, workdir, int(state.step), writer)
   writer.write_scalars(int(state.step), {f"eval_{config.data.eval_split}/{k}": v
                                          for k, v in scalars.items()})

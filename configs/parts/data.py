@@ -25,6 +25,12 @@ def get_data_config(size: str = "paper") -> ml_collections.ConfigDict:
   c.eval_split = "test"  # index/<eval_split>_mixtures_n<num_mix>.csv is scored ("val" or "test")
   c.multi_source = False  # paper Table 1: False = solos only, True = solos and duets
   c.skip_bad_clips = False  # True: skip and count bad clips (logged); False: raise naming the file
+  # JSON cache of clip validations (every frame decoded once; keyed by file size and mtime), so a
+  # second run does not pay again. "" = WORKDIR/clip_validation.json (main.py / train.py fill it).
+  c.validation_cache = ""
+  # Batches carry host-only "clip_ids" [B, N] (index ids). The training loop turns this on for
+  # its own stream (NonFiniteError names the batch's clips); other consumers leave it off.
+  c.with_clip_ids = False
 
   # --- Mix-and-Separate -------------------------------------------------------------------------
   c.num_mix = 2  # N videos mixed per example (2 or 3)

@@ -33,6 +33,8 @@ Choices worth knowing:
 - Resumable: each finished video gets a marker in ROOT/.preprocess/done/<id>.json, written after
   its frames and wav were moved into place from a temporary folder; a rerun skips videos whose
   marker and outputs agree and redoes the rest. Do not run two jobs on one ROOT at once.
+- --out must be new, empty or the --out of an earlier ingest run (it holds .preprocess/); any
+  other folder is an error naming it, and nothing there is changed.
 - Nothing is ever zero-filled: a video that fails any check leaves no clip behind and is counted.
   Without --allow_missing any failure (or a missing pose) makes the run exit non-zero, after
   all other videos were processed, naming every failed file.
@@ -57,7 +59,7 @@ from data_pipeline.ingest.decode import process_video
 from data_pipeline.ingest.labels import CLASSES, Clip, PreprocessError, load_labels, load_splits
 from data_pipeline.ingest.pose_import import copy_pose, find_poses
 from data_pipeline.ingest.report import FAILURE_KINDS, format_report
-from data_pipeline.layout import schema, writer
+from data_pipeline.layout import ownership, schema, writer
 from data_pipeline.layout.schema import SPLITS
 
 
@@ -77,6 +79,10 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
   else when any video failed and allow_missing is False.
   """
   # ---- Validate inputs before touching any video.
+  # Only a new / empty folder or an earlier ingest run's (its .preprocess/ folder) is written.
+  ownership.check_writable(
+      out, (".preprocess", "preprocess_report.json"), "python -m data_pipeline.ingest", "--out",
+      "Pass --out a new or empty folder, or the --out of an earlier ingest run to resume it.")
   if dataset not in CLASSES:
     raise PreprocessError(f"--dataset must be one of {sorted(CLASSES)}, got {dataset!r}")
   if short_side and short_side < MIN_FRAME_SIDE:
@@ -99,7 +105,7 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
   options = Options(fps=fps, sample_rate=sample_rate, short_side=short_side,
                     min_seconds=min_seconds)
   root = pathlib.Path(out)
-  root.mkdir(parents=True, exist_ok=True)
+  (root / ".preprocess").mkdir(parents=True, exist_ok=True)  # marks the root as ingest's
   shutil.rmtree(root / ".preprocess" / "tmp", ignore_errors=True)  # leftovers of a killed run
 
   failures: dict[str, list[dict[str, str]]] = {kind: [] for kind in FAILURE_KINDS}
@@ -288,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pose_on_frames=args.pose_on_frames,
         val_fraction=args.val_fraction, num_mixtures=args.num_mixtures, workers=args.workers,
         seed=args.seed, allow_missing=args.allow_missing, progress=not args.no_progress)
+  except ownership.DatasetRootError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
   except PreprocessError as error:
     if error.report is not None:
       # The error message below lists every failure; the table only adds the counts.

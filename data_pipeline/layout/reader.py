@@ -2,8 +2,11 @@
 
 Produces per-clip records (`ClipRecord`), fixed evaluation mixtures (`MixtureRecord`) and
 per-clip pose tracks (`PoseTrack`, parsed once into numpy arrays). Validation of a clip
-(`validate_clip`) is cheap (file existence, wav header, frame-folder listing, first JPEG header,
-pose JSON) and raises `BadClipError` naming the offending file; the input pipeline either lets it
+(`validate_clip`) checks file existence, wav headers, the frame-folder listing, the first JPEG
+header and the pose file, then (content=True) the contents where damage would be silent:
+NaN / Inf or all-zero audio and every frame decodable (layout/clip_checks.py, cached by file
+size and mtime); load_pose rejects NaN / Inf keypoints. It raises `BadClipError` naming the
+offending file; the input pipeline either lets it
 propagate or skips and counts the clip (config.data.skip_bad_clips). The layout itself is
 described in data_pipeline/layout/schema.py.
 """
@@ -20,6 +23,7 @@ import numpy as np
 import soundfile
 from PIL import Image
 
+from data_pipeline.layout import clip_checks
 from data_pipeline.layout.schema import (INDEX_COLUMNS, LABELS_FILE, MIXTURE_COLUMNS,
                                          BadClipError, ClipInfo, ClipRecord, DatasetInfo,
                                          MixtureRecord, PoseTrack, frame_file,
@@ -123,8 +127,13 @@ def _check_wav(path: pathlib.Path, sample_rate: int, min_samples: int) -> int:
 
 
 def validate_clip(record: ClipRecord, sample_rate: int, fps: float, audio_length: int,
-                  num_frames: int, min_frame_size: int = 1) -> ClipInfo:
-  """Cheap checks of one clip; raises BadClipError naming the bad file."""
+                  num_frames: int, min_frame_size: int = 1, *, content: bool = True,
+                  cache: clip_checks.ValidationCache | None = None) -> ClipInfo:
+  """Checks one clip; raises BadClipError naming the bad file.
+
+  content: also check contents (NaN / Inf / silent audio, every frame decodable), cached in
+  `cache` by file size and mtime; False: headers and listings only.
+  """
   num_samples = _check_wav(record.audio, sample_rate, audio_length)
   for source in record.sources:
     _check_wav(source, sample_rate, audio_length)
@@ -157,6 +166,10 @@ def validate_clip(record: ClipRecord, sample_rate: int, fps: float, audio_length
                        f"than the {audio_length / sample_rate:.2f} s crop", "too_few_frames")
   if not record.pose.is_file():
     raise BadClipError(record.pose, "pose file not found", "missing_pose")
+  if content:
+    for path in (record.audio,) + tuple(record.sources):
+      clip_checks.check_audio_content(path, cache)
+    clip_checks.check_frames(record, cache)
   return ClipInfo(num_samples=num_samples, frame_height=height, frame_width=width)
 
 
@@ -191,6 +204,7 @@ def load_pose(path: os.PathLike | str, num_frames: int, frame_width: int, frame_
     if keypoints.shape != (HALPE_NUM_KEYPOINTS * 3,):
       raise BadClipError(path, f"record {number}: {keypoints.size} keypoint values, expected "
                          f"{HALPE_NUM_KEYPOINTS * 3} (Halpe-136 x, y, confidence)", "corrupt_pose")
+    clip_checks.check_pose_values(path, number, keypoints)
     if not 0 <= frame < num_frames:
       continue  # detections on frames beyond the index's frame count cannot be aligned
     has_track = "idx" in entry

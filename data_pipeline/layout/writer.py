@@ -12,13 +12,14 @@ import math
 import os
 import pathlib
 import random
+import shutil
 import threading
 from typing import Any, Collection, Iterable, Sequence
 
 from absl import logging
 import numpy as np
 
-from data_pipeline.layout import reader
+from data_pipeline.layout import ownership, reader
 from data_pipeline.layout.schema import (INDEX_COLUMNS, LABELS_FILE, MEDIA_FOLDERS,
                                          MIXTURE_COLUMNS, mixture_id, mixture_list_name)
 
@@ -157,8 +158,11 @@ def write_class_subset(source: pathlib.Path, target: pathlib.Path, classes: Sequ
     raise ValueError(f"config.class_subset.classes names {unknown}, not classes of "
                      f"{source}/{LABELS_FILE}")
   keep = set(classes)
-  staging = target.with_name(target.name + ".partial")
-  (staging / "index").mkdir(parents=True, exist_ok=True)
+  ownership.remove_stale_staging(target, "class-subset-staging")
+  staging = ownership.staging_path(target, "class-subset-staging")
+  if staging.exists():
+    shutil.rmtree(staging)
+  (staging / "index").mkdir(parents=True)
   for folder in MEDIA_FOLDERS:
     link = staging / folder
     if (source / folder).exists() and not link.exists():
@@ -177,4 +181,8 @@ def write_class_subset(source: pathlib.Path, target: pathlib.Path, classes: Sequ
     write_csv(staging / "index" / index_file.name, fields, [[r[f] for f in fields] for r in kept])
     logging.info("class subset %s: kept %d of %d rows", index_file.name, len(kept), len(rows))
   write_labels(staging, dataset_name, classes, info.sample_rate, info.fps)
-  staging.rename(target)  # atomic: a half-written view is never mistaken for a dataset
+  # Atomic: a half-written view is never mistaken for a dataset. The target must be absent or
+  # empty (prepare_dataset checks it and names the config key first).
+  ownership.check_writable(target, (), "the class-subset view", "target",
+                           "write the view into an empty or new folder")
+  ownership.move_into_place(staging, target)

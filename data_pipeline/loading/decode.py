@@ -32,9 +32,12 @@ def make_loader(config, info: schema.DatasetInfo,
 
   def decode_jpeg(data: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
     """Decodes one frame, failing with the file name on a corrupt / truncated JPEG."""
+    # substr positions stay inside the string, so a zero-byte file fails this Assert (naming the
+    # file) rather than inside substr.
+    tail = tf.maximum(tf.strings.length(data) - 2, 0)
     looks_whole = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff"),
-                                 tf.equal(tf.strings.substr(data, -2, 2), b"\xff\xd9"))
-    check = tf.debugging.Assert(looks_whole, ["corrupt or truncated JPEG:", path])
+                                 tf.equal(tf.strings.substr(data, tail, 2), b"\xff\xd9"))
+    check = tf.debugging.Assert(looks_whole, ["corrupt, truncated or empty JPEG:", path])
     with tf.control_dependencies([check]):
       # INTEGER_ACCURATE matches libjpeg / PIL; TF's default fast IDCT is off by several levels.
       return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
@@ -102,11 +105,25 @@ def make_loader(config, info: schema.DatasetInfo,
   return load_example
 
 
+SEQUENCE_KEY = "_sequence"  # position of each example in the plan stream (popped by Pipeline)
+
+
 def finish(dataset: tf.data.Dataset, load_example, config, host_batch: int,
-            drop_remainder: bool) -> tf.data.Dataset:
-  """Parallel deterministic map, batch, prefetch."""
-  dataset = dataset.map(load_example,
-                        num_parallel_calls=parallel_calls(config.num_parallel_calls),
-                        deterministic=True)
+           drop_remainder: bool, skip_errors: bool = False) -> tf.data.Dataset:
+  """Parallel deterministic map, batch, prefetch. Each example carries SEQUENCE_KEY, its
+  position in the plan stream, so that read errors can be traced back to the clip's files.
+
+  skip_errors: drop examples whose read fails (a file that broke after validation); the
+  Pipeline finds the gaps in SEQUENCE_KEY and counts / names them.
+  """
+  def load(sequence, plan):
+    example = load_example(plan)
+    example[SEQUENCE_KEY] = sequence
+    return example
+
+  dataset = dataset.enumerate().map(
+      load, num_parallel_calls=parallel_calls(config.num_parallel_calls), deterministic=True)
+  if skip_errors:
+    dataset = dataset.ignore_errors(log_warning=True)
   dataset = dataset.batch(host_batch, drop_remainder=drop_remainder)
   return dataset.prefetch(parallel_calls(config.prefetch))

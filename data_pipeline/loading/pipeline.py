@@ -20,6 +20,11 @@ C = data.num_classes):
   mixture_index    int32   [B]                 0-based row of the mixture list (eval) or
                                               position in the clip list (clips); -1 in
                                               training and for padding
+  clip_ids         str     [B, N]              HOST-ONLY, only with data.with_clip_ids: the
+                                              index `id` of each video (padding repeats a real
+                                              example's ids), so the loop can name the clips of
+                                              a batch that went non-finite; pop it before
+                                              sending the batch to the devices
 Spectral features (STFT, log-frequency warp, GT masks, loss weight) are computed from
 waveform / mixture on the device by tribert_jax.spectral.
 
@@ -56,11 +61,17 @@ Protocol:
   * Determinism: all randomness is drawn in numpy from (seed, process_index, epoch, position)
     into a per-example plan; the tf.data map is a pure function of the plan and runs with
     deterministic=True, so the same seed gives the same batches for any parallelism.
-  * Bad clips (missing / unreadable / short files, wrong sample rate, missing frames or pose) are
-    found up front by layout.reader.validate_clip: BadClipError naming the file, or when
+  * Bad clips (missing / unreadable / short files, wrong sample rate, missing frames or pose;
+    NaN / Inf or silent audio, NaN / Inf pose keypoints, any frame of the clip that does not
+    decode) are found up front by layout.reader.validate_clip (content checks cached in
+    data.validation_cache by file size and mtime): BadClipError naming the file, or when
     data.skip_bad_clips, skipped and counted in Pipeline.stats (a mixture with a bad clip is
-    skipped and counted; in the clip pipeline a bad clip also counts as a skipped mixture). A
-    JPEG that is corrupt or truncated at read time raises an error naming the file.
+    skipped and counted; in the clip pipeline a bad clip also counts as a skipped mixture).
+    A file that breaks after validation fails inside tf.data; the Pipeline traces the failing
+    example back to its files (stream_errors.py) and raises BadClipError naming the file. With
+    data.skip_bad_clips the training stream instead drops that example and counts it
+    (stats.skipped_examples; the clip in skipped_clips and bad_files); evaluation passes always
+    raise (dropping would desynchronise the hosts' batch counts).
   * Sources (config.data.source): "folder" reads the layout under data.root; "tfds" reads the
     TFDS build of the same layout (data_pipeline/loading/tfds_builders.py; data.tfds_name,
     data.tfds_data_dir) by random access into its ArrayRecord files. Only the per-clip loaders
@@ -76,14 +87,16 @@ Protocol:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+from absl import logging
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from data_pipeline.layout import schema
-from data_pipeline.loading import decode, plans, sources
+from data_pipeline.loading import decode, plans, sources, stream_errors
 from data_pipeline.loading.decode import IMAGENET_MEAN, IMAGENET_STD
 from data_pipeline.loading.sources import PipelineStats
 
@@ -94,18 +107,37 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Pipeline", "PipelineStats", "build_
 @dataclasses.dataclass
 class Pipeline:
   """One host's pipeline: iterate for numpy batches (see the module docstring)."""
-  dataset: tf.data.Dataset  # yields the batch dicts as tensors
+  dataset: tf.data.Dataset  # yields the batch dicts as tensors (+ decode.SEQUENCE_KEY)
   stats: PipelineStats
   host_batch_size: int
   num_batches: int | None  # batches per evaluation pass; None for the infinite training stream
   examples_per_epoch: int  # training: anchor clips per epoch on this host; eval: real mixtures
   load_example: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]  # plan -> example (tf)
   plan: Callable[[], Iterator[dict[str, np.ndarray]]]  # per-example plans, in order
+  records: list[schema.ClipRecord] = dataclasses.field(default_factory=list)  # index rows
+  config: Any = None  # the data config the pipeline was built with
+  dropped_rows: set = dataclasses.field(default_factory=set)  # clips found broken in the stream
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     """Numpy host batches; updates `stats` and logs them at each epoch / pass end."""
     epoch_examples = 0
-    for batch in self.dataset.as_numpy_iterator():
+    expected = 0  # next plan position
+    with_ids = bool(self.config is not None and self.config.with_clip_ids)
+    ids = np.asarray([r.id for r in self.records], dtype=str)
+    iterator = self.dataset.as_numpy_iterator()
+    while True:
+      try:
+        batch = next(iterator)
+      except StopIteration:
+        break
+      except tf.errors.OpError as error:
+        raise self._explain(error, expected) from error
+      sequence = batch.pop(decode.SEQUENCE_KEY)
+      for missing in sorted(set(range(expected, int(sequence[-1]) + 1)) - set(sequence.tolist())):
+        self._count_dropped(missing)
+      expected = int(sequence[-1]) + 1
+      if with_ids:
+        batch["clip_ids"] = ids[batch["clip_index"]]
       valid = batch["valid"]
       real = int(valid.sum())
       self.stats.batches += 1
@@ -121,6 +153,35 @@ class Pipeline:
       yield batch
     if self.num_batches is not None:
       self.stats.log("evaluation pass")
+
+  def _explain(self, error: tf.errors.OpError, first: int) -> Exception:
+    """The error naming the file for a tf.data failure at or after plan position `first`."""
+    prefetched = max(int(self.config.prefetch), 2) if self.config is not None else 2
+    return stream_errors.explain(error, self.plan, self.records, self._num_frames(),
+                                 self._is_folder(), first, self.host_batch_size * (prefetched + 2))
+
+  def _num_frames(self) -> int:
+    return int(self.config.num_frames) if self.config is not None else 0
+
+  def _is_folder(self) -> bool:
+    return self.config is not None and self.config.source == "folder"
+
+  def _count_dropped(self, position: int) -> None:
+    """A training example dropped by skip_bad_clips after a read error: count and name it."""
+    self.stats.skipped_examples += 1
+    (_, entry), = stream_errors.plans_at(self.plan, position, 1)
+    found = stream_errors.find_culprit(entry, self.records, self._num_frames(), self._is_folder())
+    if found is None:
+      rows = [self.records[int(r)].id for r in entry["clip_index"]]
+      logging.warning("input pipeline: dropped example %d (clips %s) after a read error",
+                      position, rows)
+      return
+    row, bad = found
+    logging.warning("input pipeline: dropped example %d, bad file %s", position, bad)
+    if row not in self.dropped_rows:  # each clip counted once, however often it is drawn
+      self.dropped_rows.add(row)
+      self.stats.skipped_clips[bad.kind] += 1
+      self.stats.bad_files.append(str(bad))
 
 
 def _resolve_processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -164,9 +225,11 @@ def build_train_pipeline(config: ml_collections.ConfigDict, *, seed: int, start_
                            process_index=process_index, process_count=process_count)
   load_example = decode.make_loader(config, info, records, store)
   dataset = tf.data.Dataset.from_generator(plan, output_signature=plans.plan_signature(num_mix))
-  dataset = decode.finish(dataset, load_example, config, host_batch, drop_remainder=True)
+  dataset = decode.finish(dataset, load_example, config, host_batch, drop_remainder=True,
+                          skip_errors=bool(config.skip_bad_clips))
   return Pipeline(dataset=dataset, stats=stats, host_batch_size=host_batch, num_batches=None,
-                  examples_per_epoch=len(host_rows), load_example=load_example, plan=plan)
+                  examples_per_epoch=len(host_rows), load_example=load_example, plan=plan,
+                  records=records, config=config)
 
 
 def build_eval_pipeline(config: ml_collections.ConfigDict, split: str | None = None, *,
@@ -242,8 +305,11 @@ def _fixed_pipeline(config, info: schema.DatasetInfo,
   def entry(rows, mixture_index: int, valid: float) -> dict[str, np.ndarray]:
     return plans.eval_entry(config, store, rows, mixture_index, valid)
 
+  # Validate every clip of this host's entries in one pass (one cache write), in list order.
+  host_entries = plans.host_slice(len(mixtures), process_index, process_count)
+  store.prepare(list(dict.fromkeys(r for i in host_entries for r in mixtures[i].clip_rows)))
   entries = []
-  for i in plans.host_slice(len(mixtures), process_index, process_count):
+  for i in host_entries:
     mixture = mixtures[i]
     good = store.prepare(mixture.clip_rows)
     if len(good) != len(mixture.clip_rows):
@@ -273,4 +339,4 @@ def _fixed_pipeline(config, info: schema.DatasetInfo,
   dataset = decode.finish(dataset, load_example, config, host_batch, drop_remainder=False)
   return Pipeline(dataset=dataset, stats=stats, host_batch_size=host_batch,
                   num_batches=num_batches, examples_per_epoch=num_real,
-                  load_example=load_example, plan=plan)
+                  load_example=load_example, plan=plan, records=records, config=config)

@@ -18,7 +18,7 @@ import numpy as np
 import soundfile
 import tensorflow as tf
 
-from data_pipeline.layout import reader, schema, skeleton
+from data_pipeline.layout import clip_checks, reader, schema, skeleton
 
 
 @dataclasses.dataclass
@@ -27,6 +27,7 @@ class PipelineStats:
   clips: int = 0  # clips this host reads
   skipped_clips: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   skipped_mixtures: int = 0  # eval mixtures dropped because one of their clips was bad
+  skipped_examples: int = 0  # training examples dropped because a file broke after validation
   bad_files: list = dataclasses.field(default_factory=list)  # "path: reason" of skipped clips
   pose_frames: int = 0  # frames of this host's clips
   pose_frames_without_detection: int = 0  # of those, frames where AlphaPose found nobody
@@ -63,6 +64,9 @@ class ClipSource:
     self.clip_info: dict[int, schema.ClipInfo] = {}
     self.pose: dict[int, schema.PoseTrack] = {}
     self.bad: set[int] = set()
+    # Passing content checks (every frame decodable, audio finite and audible), kept across runs
+    # in config.data.validation_cache ("" = only for this pipeline).
+    self.cache = clip_checks.ValidationCache(config.validation_cache or None)
 
   def prepare(self, rows) -> list[int]:
     """Validates rows and parses their pose once; returns the good rows (bad: raise or count)."""
@@ -92,12 +96,14 @@ class ClipSource:
       self.stats.pose_frames += record.num_frames
       self.stats.pose_frames_without_detection += pose.frames_without_detection
       good.append(row)
+    self.cache.save()
     return good
 
   def _load(self, record: schema.ClipRecord):
     """Validates one clip and parses its pose: (ClipInfo, PoseTrack); BadClipError if bad."""
     c = self.config
-    clip = reader.validate_clip(record, c.sample_rate, c.fps, c.audio_length, c.num_frames)
+    clip = reader.validate_clip(record, c.sample_rate, c.fps, c.audio_length, c.num_frames,
+                                cache=self.cache)
     pose = reader.load_pose(record.pose, record.num_frames, clip.frame_width,
                                    clip.frame_height, c.max_persons)
     return clip, pose

@@ -45,9 +45,9 @@ SynthMUSIC and for any dataset whose host shard fits the cache, for shared or re
 a versioned record of exactly what was trained on; the folder layout for real MUSIC21 / MUSIC on
 a local disk, where clips are long and the cache holds only a fraction of them.
 
-Bad clips: every clip is checked with layout.reader.validate_clip (files present, headers, frame
-folder complete, pose file) before anything is written, then fully read (every JPEG must start
-and end with JPEG markers, the wavs and the pose JSON must parse). Any bad clip fails the build
+Bad clips: every clip is checked with layout.reader.validate_clip (files present, headers, every
+frame decodable, finite non-silent audio, pose file) before anything is written, then fully read
+(JPEG markers, wavs and pose JSON parse, finite keypoints). Any bad clip fails the build
 with a list of every bad file, unless skip_bad_clips (builder kwarg, or the environment variable
 TRIBERT_TFDS_SKIP_BAD_CLIPS=1 for the tfds CLI): then they are left out and counted in the build
 report (metadata["build_report"]). Length requirements of a training crop (65535 samples, T
@@ -68,7 +68,7 @@ import numpy as np
 import soundfile
 import tensorflow_datasets as tfds
 
-from data_pipeline.layout import reader, schema, skeleton
+from data_pipeline.layout import clip_checks, reader, schema, skeleton
 
 MAX_PERSONS = 2  # P of the batch contract
 SKIP_ENV = "TRIBERT_TFDS_SKIP_BAD_CLIPS"
@@ -155,12 +155,11 @@ def _read_jpeg_bytes(path: pathlib.Path) -> bytes:
   return data
 
 
-def load_clip_example(record: schema.ClipRecord, info: schema.DatasetInfo) -> dict:
-  """Reads and checks one clip fully into a feature dict; raises BadClipError naming the file."""
-  # Structure only (files present, headers, complete frame folder, pose file); crop lengths are
-  # checked by the input pipeline against its config.
+def load_clip_example(record: schema.ClipRecord, info: schema.DatasetInfo, cache=None) -> dict:
+  """Reads and checks one clip fully into a feature dict; raises BadClipError naming the file.
+  cache: a clip_checks.ValidationCache of checks already passed (the build's up-front pass)."""
   clip = reader.validate_clip(record, info.sample_rate, info.fps, audio_length=1,
-                                     num_frames=1)
+                                     num_frames=1, cache=cache)
   audio = _read_pcm16(record.audio)
   stems = [_read_pcm16(path) for path in record.sources]
   if any(stem.shape != audio.shape for stem in stems):
@@ -271,11 +270,12 @@ class _LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
               "clips": {s: len(r) for s, r in records.items()}, "written": {},
               "skipped": collections.Counter(), "bad_files": []}
     bad: dict[str, dict[int, str]] = {s: {} for s in schema.SPLITS}
+    self._validation = clip_checks.ValidationCache()  # in memory: reused by _generate_examples
     for split, split_records in records.items():
       for record in split_records:
         try:
           reader.validate_clip(record, info.sample_rate, info.fps, audio_length=1,
-                                      num_frames=1)
+                                      num_frames=1, cache=self._validation)
         except schema.BadClipError as error:
           self._note_bad(report, bad, split, record, error)
     self._raise_if_bad(report)
@@ -316,7 +316,7 @@ class _LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if record.row in self._bad[split]:
         continue
       try:
-        example = load_clip_example(record, info)
+        example = load_clip_example(record, info, self._validation)
       except schema.BadClipError as error:
         self._note_bad(self._report, self._bad, split, record, error)
         self._raise_if_bad(self._report)

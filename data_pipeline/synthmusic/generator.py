@@ -6,9 +6,13 @@ SoundFont instrument audio, pose that plays the notes, and drawn video frames.
 
 Writes the on-disk layout of the shared contract (frames/, audio/, audio_sources/, pose/,
 labels.json, index/*.csv). Every clip is seeded from (seed, clip index), so the output is
-byte-identical for a given seed whatever the number of workers. ROOT/.complete (written last)
-holds the generation parameters; a directory without it is regenerated. What is specific to
-each instrument (sound, arrangement, motion, drawing) lives in instruments.py.
+byte-identical for a given seed whatever the number of workers. ROOT/.complete holds the
+generation parameters. A complete copy with the same parameters is kept as it is; otherwise the
+dataset is rendered into a staging folder next to ROOT (.ROOT.synthmusic-staging-<pid>) and
+renamed into place. ROOT itself is only ever replaced when it is absent, empty or carries the
+.complete marker: any other folder is a DatasetRootError (a user's files are never touched).
+What is specific to each instrument (sound, arrangement, motion, drawing) lives in
+instruments.py.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import tempfile
 
 import numpy as np
 
-from data_pipeline.layout import schema, writer
+from data_pipeline.layout import ownership, schema, writer
 from data_pipeline.synthmusic import arrangements, audio, frames, instruments, melodies, pose
 from data_pipeline.synthmusic.audio import SAMPLE_RATE
 from data_pipeline.synthmusic.instruments import CLASSES
@@ -37,7 +41,7 @@ from data_pipeline.synthmusic.pose import FPS
 GENERATOR_VERSION = 1
 IMAGE_SIZE = 256
 COMPLETE_MARKER = ".complete"
-_LAYOUT = schema.MEDIA_FOLDERS + ("index", schema.LABELS_FILE)
+STAGING_TAG = "synthmusic-staging"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,16 +235,6 @@ def _parameters(size: str, seed: int, soundfont: pathlib.Path) -> dict:
           "soundfont": soundfont.name, "soundfont_bytes": soundfont.stat().st_size}
 
 
-def _clear_layout(root: pathlib.Path) -> None:
-  """Removes what a previous (partial) generation wrote; leaves unrelated files alone."""
-  for name in _LAYOUT + (COMPLETE_MARKER,):
-    path = root / name
-    if path.is_dir():
-      shutil.rmtree(path)
-    elif path.exists():
-      path.unlink()
-
-
 def _render_all(root: pathlib.Path, plan: list[ClipSpec], seed: int, soundfont: pathlib.Path,
                 workers: int | None, progress: bool, desc: str = "SynthMUSIC") -> None:
   """Renders every clip of `plan` under root, in a process pool when workers > 1."""
@@ -300,8 +294,14 @@ def _render_from_file(path: str) -> None:
 
 
 def generate(out_dir, size: str = "default", seed: int = 0, soundfont=None,
-             progress: bool = True, workers: int | None = None) -> pathlib.Path:
-  """Generates SynthMUSIC into out_dir (skipped when a complete identical copy is there)."""
+             progress: bool = True, workers: int | None = None, *, key: str = "--out",
+             hint: str | None = None) -> pathlib.Path:
+  """Generates SynthMUSIC into out_dir (skipped when a complete identical copy is there).
+
+  out_dir must be absent, empty or an earlier SynthMUSIC root (its .complete marker); anything
+  else raises ownership.DatasetRootError naming the folder, `key` (the flag or config key that
+  named it) and `hint` (what to do instead).
+  """
   root = pathlib.Path(out_dir)
   soundfont = pathlib.Path(soundfont) if soundfont else audio.default_soundfont()
   if not soundfont.is_file():
@@ -315,12 +315,23 @@ def generate(out_dir, size: str = "default", seed: int = 0, soundfont=None,
     except json.JSONDecodeError:
       pass
     logging.warning("%s holds SynthMUSIC with other parameters; regenerating", root)
+  ownership.check_writable(
+      root, (COMPLETE_MARKER,), "SynthMUSIC", key,
+      hint or f"Pass {key} an empty or new folder (or delete the folder yourself).")
   plan = build_plan(size, seed)
-  root.mkdir(parents=True, exist_ok=True)
-  _clear_layout(root)
-  _render_all(root, plan, seed, soundfont, workers, progress, desc=f"SynthMUSIC {size}")
-  write_indices(root, plan, size, seed)
-  marker.write_text(json.dumps(params, indent=1, sort_keys=True) + "\n")
+  ownership.remove_stale_staging(root, STAGING_TAG)
+  staging = ownership.staging_path(root, STAGING_TAG)
+  if staging.exists():
+    shutil.rmtree(staging)
+  staging.mkdir(parents=True)
+  try:
+    _render_all(staging, plan, seed, soundfont, workers, progress, desc=f"SynthMUSIC {size}")
+    write_indices(staging, plan, size, seed)
+    (staging / COMPLETE_MARKER).write_text(json.dumps(params, indent=1, sort_keys=True) + "\n")
+    ownership.move_into_place(staging, root)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
   return root
 
 
