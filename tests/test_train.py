@@ -6,8 +6,10 @@ pretrain runs below compile the same programs). Multi-device and multi-process r
 subprocesses with a timeout: a hang is a failure, not a stuck test session.
 """
 
+import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -175,11 +177,35 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(synthmusic_tiny, 
   monkeypatch.setattr(train, "train_batches", poisoned)
   config = tiny(pretrain, synthmusic_tiny, num_train_steps=3)
   config.eval.at_end = False
-  with pytest.raises(train.NonFiniteError, match=r"training step 2: loss terms \[.*separation"):
+  with pytest.raises(train.NonFiniteError,
+                     match=r"training step 2: loss terms \[.*separation") as error:
     train.train_and_evaluate(config, str(tmp_path))
+  # The message names the clips of the failing batch (one mixture of N clips per example).
+  assert "the batch's clips" in str(error.value)
+  assert re.search(r"clips \(this process, one mixture each\): [\w.-]+\+[\w.-]+", str(error.value))
   tree, progress, step = checkpointing.load_state_tree(str(tmp_path))
   assert step == 1 and progress["step"] == 1
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tree["params"]))
+
+
+def test_the_last_step_is_saved_before_the_final_evaluation(synthmusic_tiny, tmp_path,
+                                                            monkeypatch):
+  """A failing final evaluation (a bad mixture list, a crash in scoring) keeps the run's last
+  step: the save comes first."""
+  real_make_task = train.make_task
+
+  def task_whose_evaluation_fails(config):
+    def evaluate(*args, **kwargs):
+      raise RuntimeError("evaluation failed")
+    return dataclasses.replace(real_make_task(config), evaluate=evaluate)
+
+  monkeypatch.setattr(train, "make_task", task_whose_evaluation_fails)
+  config = tiny(pretrain, synthmusic_tiny, num_train_steps=2)
+  assert config.eval.at_end
+  with pytest.raises(RuntimeError, match="evaluation failed"):
+    train.train_and_evaluate(config, str(tmp_path))
+  _, progress, step = checkpointing.load_state_tree(str(tmp_path))
+  assert step == 2 and progress["step"] == 2
 
 
 # ---------------------------------------------------------------------------------------------

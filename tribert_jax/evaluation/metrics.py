@@ -28,21 +28,27 @@ class BssEvalResult:
   sar: np.ndarray
 
 
-def silent_sources(sources: np.ndarray) -> np.ndarray:
-  """Boolean [N]: which rows of sources [N, L] are exactly zero (mir_eval's own test)."""
+def silent_sources(sources: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+  """Boolean [N]: which rows of sources [N, L] are silent. threshold 0.0 (the project's
+  policy): exactly zero, mir_eval's own test; threshold > 0: sum(|x|) <= threshold (the
+  Sound-of-Pixels / TriBERT release test, with 1e-5)."""
+  if threshold > 0:
+    return np.sum(np.abs(np.asarray(sources, np.float64)), axis=-1) <= threshold
   return np.all(np.asarray(sources) == 0, axis=-1)
 
 
-def check_not_silent(reference: np.ndarray, estimate: np.ndarray) -> None:
+def check_not_silent(reference: np.ndarray, estimate: np.ndarray,
+                     threshold: float = 0.0) -> None:
   """Raises SilentSourceError naming which sources are silent (mir_eval would refuse them)."""
-  silent_reference = silent_sources(reference)
-  silent_estimate = silent_sources(estimate)
+  what = f"have sum(|x|) <= {threshold:g}" if threshold > 0 else "are all zeros"
+  silent_reference = silent_sources(reference, threshold)
+  silent_estimate = silent_sources(estimate, threshold)
   if silent_reference.any():
     raise SilentSourceError(
-        f"silent reference: source(s) {np.flatnonzero(silent_reference).tolist()} are all zeros")
+        f"silent reference: source(s) {np.flatnonzero(silent_reference).tolist()} {what}")
   if silent_estimate.any():
     raise SilentSourceError(
-        f"silent prediction: source(s) {np.flatnonzero(silent_estimate).tolist()} are all zeros")
+        f"silent prediction: source(s) {np.flatnonzero(silent_estimate).tolist()} {what}")
 
 
 def bss_eval_sources(reference: np.ndarray, estimate: np.ndarray,
@@ -84,8 +90,9 @@ def score_mixture(task: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | N
                   ) -> dict[str, object]:
   """Scores one mixture; runs in a worker process (only numpy and mir_eval needed there).
 
-  task = (reference [N, L], estimate [N, L], mixture [L], ideal-mask estimate [N, L] or None,
-  backend). Returns {"status": "ok", "separated": {sdr, sir, sar}, "mixture": {...},
+  task = (reference [N, L], estimate [N, L], mixture [L] or None (no floor: "mixture" None),
+  ideal-mask estimate [N, L] or None, backend). Returns {"status": "ok", "separated":
+  {sdr, sir, sar}, "mixture": {...},
   "ideal_mask": {...} or None, "ideal_mask_skip": reason or None} with per-source lists, or
   {"status": "skipped", "reason": "silent reference: ..." | "silent prediction: ..."}.
   """
@@ -95,8 +102,10 @@ def score_mixture(task: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | N
   except SilentSourceError as error:
     return {"status": "skipped", "reason": str(error)}
   # The unprocessed mixture offered as the estimate of every source: the SDR floor.
-  floor = bss_eval_sources(reference, np.broadcast_to(mixture, reference.shape), backend)
-  result = {"status": "ok", "separated": _as_lists(separated), "mixture": _as_lists(floor),
+  floor = (None if mixture is None else
+           _as_lists(bss_eval_sources(reference, np.broadcast_to(mixture, reference.shape),
+                                      backend)))
+  result = {"status": "ok", "separated": _as_lists(separated), "mixture": floor,
             "ideal_mask": None, "ideal_mask_skip": None}
   if ideal is not None:
     try:

@@ -23,25 +23,34 @@ def write_json(summary: Mapping[str, Any], workdir: str, name: str) -> str:
   return json_path
 
 
-def markdown_table(summary: Mapping[str, Any], title: str) -> str:
-  """A separation summary as a Markdown report (the same numbers as the JSON)."""
+def markdown_table(summary: Mapping[str, Any], title: str, *, ideal_mask: bool = True,
+                   per_class: bool = True) -> str:
+  """A separation summary as a Markdown report (the same numbers as the JSON). ideal_mask /
+  per_class False leave those rows out, and a summary without "mixture_sdr" the floor rows
+  (`python -m tribert_jax.score` without mixtures or labels)."""
   f = lambda x: f"{x:.2f}"  # noqa: E731
+  floor = "mixture_sdr" in summary
   lines = [f"# {title}", "",
            f"{summary['num_scored']} of {summary['num_mixtures']} mixtures scored; skipped: "
            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary["skipped"].items())
-           + f"; ideal mask unscorable on {summary['ideal_mask_skipped']}.", "",
+           + (f"; ideal mask unscorable on {summary['ideal_mask_skipped']}." if ideal_mask
+              else "."), "",
            "| | SDR | SIR | SAR |", "|---|---|---|---|",
            f"| separated (mean) | {f(summary['sdr'])} | {f(summary['sir'])} | {f(summary['sar'])} |",
            f"| separated (median) | {f(summary['sdr_median'])} | {f(summary['sir_median'])} | "
-           f"{f(summary['sar_median'])} |",
-           f"| unprocessed mixture (mean) | {f(summary['mixture_sdr'])} | | |",
-           f"| ideal binary mask (mean) | {f(summary['ideal_mask_sdr'])} | "
-           f"{f(summary['ideal_mask_sir'])} | {f(summary['ideal_mask_sar'])} |",
-           "", f"SDR improvement over the mixture: mean {f(summary['sdr_improvement'])}, "
-           f"median {f(summary['sdr_improvement_median'])} dB.", "",
-           "| class | SDR | sources |", "|---|---|---|"]
-  for name, entry in sorted(summary["per_class_sdr"].items()):
-    lines.append(f"| {name} | {f(entry['sdr'])} | {entry['count']} |")
+           f"{f(summary['sar_median'])} |"]
+  if floor:
+    lines.append(f"| unprocessed mixture (mean) | {f(summary['mixture_sdr'])} | | |")
+  if ideal_mask:
+    lines.append(f"| ideal binary mask (mean) | {f(summary['ideal_mask_sdr'])} | "
+                 f"{f(summary['ideal_mask_sir'])} | {f(summary['ideal_mask_sar'])} |")
+  if floor:
+    lines += ["", f"SDR improvement over the mixture: mean {f(summary['sdr_improvement'])}, "
+              f"median {f(summary['sdr_improvement_median'])} dB."]
+  if per_class:
+    lines += ["", "| class | SDR | sources |", "|---|---|---|"]
+    for name, entry in sorted(summary["per_class_sdr"].items()):
+      lines.append(f"| {name} | {f(entry['sdr'])} | {entry['count']} |")
   return "\n".join(lines) + "\n"
 
 

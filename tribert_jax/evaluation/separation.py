@@ -60,8 +60,8 @@ def score_all(tasks: Sequence[tuple], num_workers: int = 0, progress: bool = Tru
     return list(bar(pool.imap(metrics.score_mixture, tasks, chunksize=1)))
 
 
-def _per_example_arrays(records: Sequence[dict[str, Any]], num_sources: int
-                        ) -> dict[str, np.ndarray]:
+def per_example_arrays(records: Sequence[dict[str, Any]], num_sources: int
+                       ) -> dict[str, np.ndarray]:
   """Fixed-shape arrays (NaN where not scored) so hosts can all-gather the scores."""
   size = len(records)
   arrays = {f"{kind}_{m}": np.full((size, num_sources), np.nan, np.float64)
@@ -85,7 +85,7 @@ def summarise(scores: Mapping[str, np.ndarray], labels: np.ndarray,
               class_names: Sequence[str]) -> dict[str, Any]:
   """Mean/median metrics over mixtures (each the mean over its sources), per-class SDR, counts.
 
-  scores: per-example arrays of valid mixtures (from _per_example_arrays); labels [M, N, C].
+  scores: per-example arrays of valid mixtures (from per_example_arrays); labels [M, N, C].
   """
   status = scores["status"]
   scored = status == _STATUS_OK
@@ -170,7 +170,7 @@ def evaluate(separate_fn: Callable[..., dict], variables: Any,
     if record["status"] != "ok":
       logging.info("skipping mixture row %d: %s", row, record["reason"])
   num_sources = int(config.data.num_mix)
-  scores = _per_example_arrays(records, num_sources)
+  scores = per_example_arrays(records, num_sources)
   label_array = (np.stack(labels) if labels
                  else np.zeros((0, num_sources, len(class_names)), np.float32))
   if jax.process_count() > 1:
