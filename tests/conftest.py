@@ -11,6 +11,16 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_backend_optimization_level=0").strip()
 
+import tempfile  # noqa: E402
+
+# One persistent XLA compilation cache for the whole run: both xdist workers and every
+# subprocess (main.py runs, multi-device and two-process runs) inherit it through the
+# environment, so the tiny programs that several test files compile are compiled once.
+# The cache key includes the XLA flags, so -O0 and default-flag programs never mix.
+os.environ.setdefault("TRIBERT_TEST_XLA_CACHE", tempfile.mkdtemp(prefix="tribert_test_xla_cache_"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["TRIBERT_TEST_XLA_CACHE"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 import pytest  # noqa: E402
 
 

@@ -33,7 +33,8 @@ from tribert_jax import initialization  # noqa: E402
 from tribert_jax import train  # noqa: E402
 from tribert_jax.tasks import separation  # noqa: E402
 
-COMPILATION_CACHE = tempfile.mkdtemp(prefix="tribert_test_xla_cache_")
+COMPILATION_CACHE = os.environ.setdefault(
+    "TRIBERT_TEST_XLA_CACHE", tempfile.mkdtemp(prefix="tribert_test_xla_cache_"))
 jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
