@@ -27,7 +27,7 @@ CLASS_LAYER_PATTERNS = (r"/expansive_conv/", r"/discriminative_conv/",
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Fine-tuning config; arg = size in {paper (default), cpu, tiny}."""
+  """Fine-tuning config; arg = SIZE[,variant=VARIANT][,recipe=RECIPE] as configs/pretrain.py."""
   config = pretrain.get_config(arg)
   size = config.size
   config.phase = "finetune"
@@ -42,7 +42,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   #   --config.data.root=/path/to/MUSIC
 
   # ---- Initialisation from the pre-training run ----
-  config.init.checkpoint = f"./runs/pretrain_{size}"  # the pretrain workdir (README commands)
+  # The pretrain workdir (README commands); the staged recipe's TriBERT run for recipe=staged,
+  # whose parts are already in that checkpoint.
+  staged = config.recipe == "staged"
+  config.init.checkpoint = f"./runs/pretrain_{'staged_' if staged else ''}{size}"
+  for part in config.init.parts.values():
+    part.checkpoint = ""
   config.init.which = "best"
   config.init.prefix_map = (("", ""),)
   config.init.reinit_patterns = CLASS_LAYER_PATTERNS

@@ -2,14 +2,14 @@
 
   python main.py --config=configs/pose_pretrain.py:cpu --workdir=runs/pose_cpu
   python main.py --config=configs/pretrain.py:cpu --workdir=runs/pretrain_cpu \
-      --config.pose_init_checkpoint=runs/pose_cpu
+      --config.init.parts.pose.checkpoint=runs/pose_cpu
 
 The paper and the authors' release both feed TriBERT features of an ST-GCN trained beforehand;
 this phase trains that ST-GCN (tribert_jax.models.stgcn.PoseClassifier: ST-GCN, mean over
 time, joints and persons, linear classifier) with a multi-label BCE on each video's labels. Its
 best-accuracy checkpoint initialises TriBERT's pose encoder (stgcn/* -> pose_encoder/stgcn/*,
-see tribert_jax/initialization.py POSE_ENCODER_PREFIX_MAP). Same model/data keys as pretrain.py so the
-ST-GCN shapes match.
+config.init.parts.pose; configs/pretrain.py `recipe=staged` chains it). Same model/data keys
+as pretrain.py so the ST-GCN shapes match.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from configs.parts import train as train_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Pose pre-training config; arg = size in {paper (default), cpu, tiny}."""
   config = pretrain.get_config(arg)
+  pretrain.refuse_recipe(config, "configs/pose_pretrain.py")
   size = config.size
   config.phase = "pose_pretrain"
   # ST-GCN's recipe uses SGD with momentum; Adam at 1e-3 converges without tuning here.

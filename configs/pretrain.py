@@ -4,7 +4,22 @@
   python main.py --config=configs/pretrain.py:cpu --workdir=runs/pretrain_cpu  # 2-core CPU run
   python main.py --config=configs/pretrain.py:tiny --workdir=/tmp/t            # smoke test
 
-Defaults are the paper's: Adam, learning rate 1e-5, batch 12, N = 2 videos, 3 frames.
+Defaults are the paper's: Adam, learning rate 1e-5, batch 12, N = 2 videos, 3 frames, every part
+trained from scratch end to end (`recipe=scratch`).
+
+The staged recipe (`recipe=staged`) is how the authors' release trains instead (../shared/DESIGN.md
+and README "Staged recipe"): pretrained parts, then TriBERT, then fine-tuning:
+
+  1. main.py --config=configs/pose_pretrain.py:SIZE       --workdir=runs/pose_pretrain_SIZE
+     (the ST-GCN on the dataset's labels; the paper and release freeze it afterwards)
+  2. main.py --config=configs/separation_pretrain.py:SIZE --workdir=runs/separation_pretrain_SIZE
+     (visual trunk + U-Net for separation: what the release's weights_frame / weights_sound are)
+  3. main.py --config=configs/pretrain.py:SIZE,recipe=staged --workdir=runs/pretrain_staged_SIZE
+     (TriBERT initialised from 1 and 2 through config.init.parts, ST-GCN frozen, BertAdam)
+  4. main.py --config=configs/finetune.py:SIZE,recipe=staged  (from 3's best checkpoint)
+
+Steps 1 and 2 are independent; pass other workdirs with --config.init.parts.pose.checkpoint=... and
+--config.init.parts.separation.checkpoint=....
 Dataset: SynthMUSIC generated at config.data.root on first use (config.dataset = "synthmusic");
 for the real MUSIC21 preprocessed by `python -m data_pipeline.ingest` pass
   --config.dataset=music21 --config.data.root=/path/to/MUSIC21
@@ -20,6 +35,7 @@ from configs.parts import model as model_config
 from configs.parts import train as train_config
 from data_pipeline.layout.schema import MUSIC21_CLASSES
 
+RECIPES = ("scratch", "staged")
 # SynthMUSIC generator size used for each config size (data_pipeline.synthmusic.generate).
 SYNTHMUSIC_SIZES = {"paper": "large", "cpu": "default", "tiny": "tiny"}
 
@@ -36,9 +52,12 @@ def link_model_to_data(config: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Pre-training config; arg = SIZE[,variant=VARIANT]: size in {paper (default), cpu, tiny},
-  model variant in {paper (default), release} (configs/parts/model.py)."""
-  args = common.parse_arg(arg, variant="paper")
+  """Pre-training config; arg = SIZE[,variant=VARIANT][,recipe=RECIPE]: size in {paper
+  (default), cpu, tiny}, model variant in {paper (default), release} (configs/parts/model.py),
+  recipe in {scratch (default), staged} (the module docstring)."""
+  args = common.parse_arg(arg, variant="paper", recipe="scratch")
+  if args["recipe"] not in RECIPES:
+    raise ValueError(f"config argument recipe={args['recipe']!r}: expected one of {RECIPES}")
   size = args["size"]
   config = ml_collections.ConfigDict()
   config.phase = "pretrain"
@@ -96,4 +115,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.batch_size = 2
     config.data.eval_batch_size = 2
     train_config.shrink_for_tests(config)
+  config.recipe = args["recipe"]
+  if args["recipe"] == "staged":
+    use_staged_recipe(config)
+  return config
+
+
+def refuse_recipe(config: ml_collections.ConfigDict, name: str) -> None:
+  """A stage of the recipe is trained one way: `recipe=` belongs to pretrain / finetune."""
+  if config.recipe != "scratch":
+    raise ValueError(f"{name}: config argument recipe={config.recipe!r} applies to "
+                     "configs/pretrain.py and configs/finetune.py only")
+
+
+def use_staged_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """TriBERT training as the release does it (module docstring): parts from the pose and
+  separation pre-training workdirs, the ST-GCN frozen, BertAdam, and the paper's bottleneck-only
+  conditioning at every size (no FiLM, no separate U-Net learning rate)."""
+  size = config.size
+  config.init.parts.pose.checkpoint = f"./runs/pose_pretrain_{size}"
+  config.init.parts.separation.checkpoint = f"./runs/separation_pretrain_{size}"
+  config.model.pose.freeze_stgcn = True
+  config.model.unet.conditioning = "bottleneck"
+  config.optim.lr_multipliers = ml_collections.ConfigDict()
+  learning_rate = config.optim.learning_rate  # paper 1e-5; the cpu preset's 3e-4 for its short run
+  train_config.use_bert_adam(config)
+  config.optim.learning_rate = learning_rate
   return config

@@ -22,7 +22,7 @@ CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
 
 def test_every_phase_config_is_listed():
   assert CONFIG_FILES == ["ablations", "finetune", "pose_pretrain", "pretrain", "probe",
-                          "retrieval", "sound_of_pixels"]
+                          "retrieval", "separation_pretrain", "sound_of_pixels"]
 
 
 def _abstract_variables(config):

@@ -26,7 +26,6 @@ import pytest  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 from configs import finetune  # noqa: E402
-from configs import pose_pretrain  # noqa: E402
 from configs import pretrain  # noqa: E402
 from tribert_jax import checkpointing  # noqa: E402
 from tribert_jax import initialization  # noqa: E402
@@ -143,25 +142,6 @@ def test_finetune_starts_from_the_pretrain_checkpoint(pretrain_run, synthmusic_t
       assert value.shape[-1] == 11 or value.shape != source_flat[path].shape
     else:  # copied, then one Adam step at learning rate 1e-7
       np.testing.assert_allclose(value, source_flat[path], atol=2e-7, err_msg=path)
-
-
-def test_pose_pretrain_initialises_tribert_pose_encoder(synthmusic_tiny, tmp_path):
-  result = train.train_and_evaluate(tiny(pose_pretrain, synthmusic_tiny), str(tmp_path / "pose"))
-  assert 0.0 <= result["eval"]["accuracy"] <= 1.0 and result["eval"]["num_videos"] > 0
-  config = tiny(pretrain, synthmusic_tiny)
-  task = train.make_task(config)
-  tx, _ = train.optimizers.make_optimizer(config.optim, 1)
-  mesh = train.sharding.make_mesh(config.mesh)
-  init_fn, _, shardings, rng = initialization.make_state_initializer(task, tx, config, mesh)
-  state = initialization.init_from_checkpoint(init_fn(rng), shardings, str(tmp_path / "pose"),
-                                              "best", initialization.POSE_ENCODER_PREFIX_MAP, (),
-                                              True)
-  pose, _, _ = checkpointing.load_state_tree(str(tmp_path / "pose"), "best")
-  expected = initialization.flatten(pose["params"]["stgcn"])
-  loaded = initialization.flatten(jax.device_get(state.params["pose_encoder"]["stgcn"]))
-  assert expected.keys() == loaded.keys()
-  for path, value in expected.items():
-    np.testing.assert_array_equal(loaded[path], value, err_msg=path)
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(synthmusic_tiny, tmp_path,

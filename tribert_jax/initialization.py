@@ -4,10 +4,12 @@ Initialisation order (restore_or_initialize; big_vision's "Load Checkpoint" shap
   1. resume: the latest checkpoint under WORKDIR/checkpoints (same step, data position, rng);
   2. otherwise a fresh state (sharded init), then
      a. pretrained weights config.model names (ImageNet ResNet-50 .npz), then
-     b. config.init.checkpoint (another phase's workdir): parameters mapped by `map_parameters`
-        (fresh optimiser state, step 0), taking precedence over (a);
-     c. or else config.pose_init_checkpoint: a pose_pretrain run's ST-GCN into TriBERT's pose
-        encoder (POSE_ENCODER_PREFIX_MAP);
+     b. config.init.parts.* (the staged recipe): each named part with a checkpoint copies the
+        parameters under its target prefixes from another phase's workdir (e.g. the visual
+        trunk and U-Net of a separation_pretrain run, a pose_pretrain run's ST-GCN into
+        TriBERT's pose encoder), over (a);
+     c. config.init.checkpoint (another phase's workdir): parameters mapped by `map_parameters`
+        (fresh optimiser state, step 0), over (a); validation refuses it together with (b);
   3. otherwise the random initialisation stands.
 Every copy of checkpoint arrays into a model's variables goes through `map_parameters`
 (phase -> phase, pose classifier -> TriBERT, the embedding export's checkpoint check).
@@ -229,6 +231,9 @@ def _map_collection(state_collection: Any, source: Mapping[str, Any], shardings:
   merged, report = map_parameters(target, source, prefix_map=prefix_map,
                                   reinit_patterns=reinit_patterns)
   logging.info("%s: %s", what, report.summary())
+  if source and not report.copied and not report.reinitialised:
+    raise ValueError(f"{what}: no array of the checkpoint maps into the model with prefix_map "
+                     f"{list(prefix_map)} (is it the right phase's checkpoint?)")
   merged = jax.tree.unflatten(jax.tree.structure(state_collection),
                               jax.tree.leaves(merged))  # same container types as the state
   return _place(merged, shardings)
@@ -286,11 +291,13 @@ def restore_or_initialize(task: Task, tx: optax.GradientTransformation,
     return state, shardings, progress
   state = init_fn(init_rng)
   state = apply_pretrained_weights(state, shardings, config)
+  for name, part in sorted(config.init.get("parts", {}).items()):
+    if part.checkpoint:
+      logging.info("init part %r from %s", name, part.checkpoint)
+      state = init_from_checkpoint(state, shardings, part.checkpoint, part.which,
+                                   part.prefix_map, (), True)
   if config.init.checkpoint:
     state = init_from_checkpoint(state, shardings, config.init.checkpoint, config.init.which,
                                  config.init.prefix_map, config.init.reinit_patterns,
                                  config.init.copy_batch_stats)
-  elif config.pose_init_checkpoint:
-    state = init_from_checkpoint(state, shardings, config.pose_init_checkpoint, "best",
-                                 POSE_ENCODER_PREFIX_MAP, (), True)
   return state, shardings, {}

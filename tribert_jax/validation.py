@@ -20,14 +20,14 @@ from typing import Any, Iterable, Sequence
 # only once training has started).
 ENUMS = {
     "dataset": ("synthmusic", "music21", "music"),
-    "phase": ("pose_pretrain", "pretrain", "finetune", "sound_of_pixels", "retrieval", "probe",
-              "ablations"),
+    "phase": ("pose_pretrain", "separation_pretrain", "pretrain", "finetune", "sound_of_pixels",
+              "retrieval", "probe", "ablations"),
     "data.source": ("folder", "tfds"),
     "data.eval_split": ("train", "val", "test"),
     "data.train_split": ("train", "val", "test"),
-    "model.name": ("tribert", "sound_of_pixels"),
-    "optim.name": ("adam", "adamw", "sgd"),
-    "optim.decay": ("constant", "cosine"),
+    "model.name": ("tribert", "sound_of_pixels", "separation_pretrain"),
+    "optim.name": ("adam", "adamw", "sgd", "bert_adam"),
+    "optim.decay": ("constant", "cosine", "warmup_linear"),
     "eval.mask_type": ("binary", "ratio"),
     "eval.silent_policy": ("skip", "error"),
     "eval.backend": ("mir_eval", "fast_bss_eval"),
@@ -105,11 +105,42 @@ def check_config(config: Any) -> list[str]:
   if present and (not isinstance(batch, int) or batch <= 0 or batch % accum):
     bad("data.batch_size", batch,
         f"must be a positive multiple of config.grad_accum_steps={accum}")
+  present, whole = lookup(config, "init.checkpoint")
+  _, parts = lookup(config, "init.parts")
+  for name in sorted(parts or {}):
+    if present and whole and parts[name].get("checkpoint"):
+      bad(f"init.parts.{name}.checkpoint", parts[name].checkpoint,
+          f"cannot be combined with config.init.checkpoint={whole!r} (the whole model from "
+          "one checkpoint): set one of them")
   present, source = lookup(config, "data.source")
   _, root = lookup(config, "data.root")
   if present and source == "folder" and not root:
     bad("data.root", root, "the dataset root is needed with config.data.source='folder'")
+  present, require_pose = lookup(config, "data.require_pose")
+  if present and require_pose is False:
+    if model_uses_pose(config):
+      bad("data.require_pose", False, "the model reads pose (" + model_uses_pose(config) + "), "
+          "so every clip needs its pose file; False is for models that do not read pose "
+          "(Sound-of-Pixels, or TriBERT with config.model.pose.enabled=False)")
+    if source == "tfds":
+      bad("data.require_pose", False, "needs config.data.source='folder': a TFDS build holds "
+          "only clips with a pose file, so it cannot serve clips without pose")
+  elif present and not isinstance(require_pose, bool):
+    bad("data.require_pose", require_pose, "expected True or False")
   return problems
+
+
+def model_uses_pose(config: Any) -> str:
+  """Why config's model reads pose (e.g. "config.model.pose.enabled=True"), or "" when it does
+  not (Sound-of-Pixels, TriBERT with pose erased)."""
+  _, phase = lookup(config, "phase")
+  if phase == "pose_pretrain":
+    return "config.phase='pose_pretrain' trains the pose classifier"
+  _, name = lookup(config, "model.name")
+  present, enabled = lookup(config, "model.pose.enabled")
+  if name == "tribert" and present and enabled:
+    return "config.model.name='tribert' with config.model.pose.enabled=True"
+  return ""
 
 
 def check_devices(config: Any, device_count: int, process_count: int = 1) -> list[str]:

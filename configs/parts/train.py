@@ -59,9 +59,18 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   init.prefix_map = (("", ""),)
   init.reinit_patterns = ()
   init.copy_batch_stats = True
-  # ST-GCN weights from a pose_pretrain workdir, loaded into TriBERT's pose encoder ("" = none;
-  # applied only when starting from scratch, not over init.checkpoint or a resume).
-  config.pose_init_checkpoint = ""
+  # Parts of the model from other phases' checkpoints (the staged recipe: configs/pretrain.py
+  # documents the chain). Applied to a fresh state (their target prefixes do not overlap), never
+  # over a resume, and not together with init.checkpoint (validation refuses both). Each part copies only the
+  # parameters under its target prefixes, and every array there must be in the checkpoint.
+  parts = init.parts = ml_collections.ConfigDict()
+  # The visual trunk and the U-Net from a separation_pretrain workdir (what the release's
+  # weights_frame / weights_sound stand for; configs/separation_pretrain.py).
+  parts.separation = _init_part(("visual_encoder", "visual_encoder"),
+                                ("separation_net", "separation_net"))
+  # The ST-GCN from a pose_pretrain workdir into TriBERT's pose encoder (paper: ST-GCN trained on
+  # the keypoints beforehand; freeze it with model.pose.freeze_stgcn).
+  parts.pose = _init_part(("stgcn", "pose_encoder/stgcn"))
 
   ev = config.eval = ml_collections.ConfigDict()
   ev.mask_type = "binary"  # "binary": threshold the un-warped mask (paper); "ratio": use as is
@@ -84,6 +93,16 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   dist.process_id = -1
 
   return config
+
+
+def _init_part(*prefix_map: tuple[str, str]) -> ml_collections.ConfigDict:
+  """One entry of config.init.parts: a checkpoint ("" = unused) and its (source prefix, target
+  prefix) pairs."""
+  part = ml_collections.ConfigDict()
+  part.checkpoint = ""  # a workdir or checkpoint folder of the source phase
+  part.which = "best"  # "best" or "latest" checkpoint of that workdir
+  part.prefix_map = prefix_map
+  return part
 
 
 def use_bert_adam(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

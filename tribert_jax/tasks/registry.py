@@ -21,6 +21,7 @@ ALL_TASKS: dict[str, TaskBuilder] = {
     "pretrain": separation.separation_task,
     "finetune": separation.separation_task,
     "sound_of_pixels": separation.separation_task,
+    "separation_pretrain": separation.separation_task,
 }
 
 

@@ -1,4 +1,5 @@
-"""Separation tasks (Mix-and-Separate): TriBERT and Sound-of-Pixels, chosen by config.model.name.
+"""Separation tasks (Mix-and-Separate): TriBERT, Sound-of-Pixels and the staged recipe's
+separation pre-training network, chosen by config.model.name.
 
 `model_inputs` is the one "batch -> model inputs" function: the training loss, the evaluation's
 `separate` and the embedding export (tribert_jax/embeddings/export.py) all call it. Spectral
@@ -22,19 +23,21 @@ from tribert_jax import sharding
 from tribert_jax import spectral
 from tribert_jax.evaluation import reports
 from tribert_jax.evaluation import separation as separation_evaluation
+from tribert_jax.models import separation_pretrain
 from tribert_jax.models import sound_of_pixels
 from tribert_jax.models import tribert
 from tribert_jax.tasks.base import Task
 
-# config.model.name -> separation model class (both take config=config.model).
+# config.model.name -> separation model class (each takes config=config.model).
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "tribert": tribert.TriBERT,
     "sound_of_pixels": sound_of_pixels.SoundOfPixels,
+    "separation_pretrain": separation_pretrain.SeparationPretrainNet,
 }
 
 
 def build_model(model_config: ml_collections.ConfigDict) -> nn.Module:
-  """The separation model named by model_config.name (tribert or sound_of_pixels)."""
+  """The separation model named by model_config.name (a key of MODELS)."""
   if model_config.name not in MODELS:
     raise ValueError(f"config.model.name={model_config.name!r}: expected one of {list(MODELS)}")
   return MODELS[model_config.name](config=model_config)
