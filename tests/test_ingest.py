@@ -361,6 +361,31 @@ def test_without_pose_dir_the_pose_column_is_empty(bad_inputs, tmp_path):
   assert not (tmp_path / "root" / "pose").exists()
 
 
+def test_keep_without_pose_keeps_the_clip_with_an_empty_pose_column(bad_inputs, tmp_path):
+  (tmp_path / "splits").mkdir()
+  (tmp_path / "splits" / "train.txt").write_text("good1\nnopose1\n")
+  (tmp_path / "splits" / "test.txt").write_text("")
+  root = tmp_path / "root"
+  report = cli.preprocess(bad_inputs["videos"], root, progress=False, workers=2,
+                          solo_json=bad_inputs["solo_json"], split_dir=tmp_path / "splits",
+                          pose_dir=bad_inputs["pose_dir"], keep_without_pose=True)
+  counts = report["counts"]
+  assert counts["no_pose"] == 0 and counts["in_index"] == 2 and counts["without_pose"] == 1
+  assert "without_pose" in ingest_report.format_report(report)
+  rows = {r["id"]: r["pose"] for s in schema.SPLITS
+          for r in read_csv(root / "index" / f"{s}.csv")[1]}
+  assert rows == {"good1": "pose/accordion/good1.json", "nopose1": ""}
+  records = {r.id: r for s in schema.SPLITS for r in reader.read_index(root, s)}
+  assert records["nopose1"].pose is None and records["good1"].pose.is_file()
+  # The reader rejects it unless config.data.require_pose is False.
+  with pytest.raises(schema.BadClipError, match="pose column is empty") as raised:
+    reader.validate_clip(records["nopose1"], SAMPLE_RATE, FPS, 1, 1, content=False)
+  assert raised.value.path == str(root / "pose" / "xylophone" / "nopose1.json")
+  clip = reader.validate_clip(records["nopose1"], SAMPLE_RATE, FPS, 1, 1, content=False,
+                              require_pose=False)
+  assert not clip.has_pose
+
+
 def test_short_side_rescales_frames_and_pose(tmp_path):
   make_video(tmp_path / "videos" / "bigA.mp4", size="400x300")
   source_pose = make_pose(tmp_path / "pose" / "bigA.json", 60, 400, 300)

@@ -61,6 +61,15 @@ def get_data_config(size: str = "paper") -> ml_collections.ConfigDict:
   # --- Pose -------------------------------------------------------------------------------------
   c.pose_window = 256  # W frames of pose (8 fps) centred on the clip time (paper T = 256)
   c.max_persons = 2  # P tracks kept per clip (the ones with the most detections)
+  # True: a clip without pose file (missing, or an empty `pose` column in the index) is a bad
+  # clip. False: such clips are used with an all-zero pose_mask (never zero keypoints passed off
+  # as a person) and counted ("clips without pose: K" in the log). Only for models that do not
+  # read pose: Sound-of-Pixels, TriBERT with model.pose.enabled=False (config validation refuses
+  # False for the others), and only with source="folder" (TFDS builds hold clips with pose only).
+  c.require_pose = True
+  # Folder of precomputed frozen ST-GCN features (data_pipeline/loading/pose_features.py): the
+  # trainer sets it from config.pose_features when model.pose.stgcn_input="features"; "" = none.
+  c.pose_features_dir = ""
 
   # --- tf.data performance ----------------------------------------------------------------------
   c.num_parallel_calls = -1  # parallel example loaders; -1 = tf.data.AUTOTUNE

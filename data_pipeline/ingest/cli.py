@@ -15,9 +15,12 @@ Usage:
       --split_dir splits/ --pose_dir ~/MUSIC/alphapose --dataset music21
 
 Pose usually comes second: run once without --pose_dir (frames and audio only; the index gets
-an empty pose column, which the reader rejects), run AlphaPose (Halpe-136 full-body model, with
-tracking) on each ROOT/frames/<category>/<id>/ folder, then rerun with --pose_dir: decoded videos
-are skipped and only the pose files and the index are written.
+an empty pose column, which the reader rejects unless config.data.require_pose=False), run
+AlphaPose (Halpe-136 full-body model, with tracking) on each ROOT/frames/<category>/<id>/ folder,
+then rerun with --pose_dir: decoded videos are skipped and only the pose files and the index are
+written. A video without AlphaPose JSON in --pose_dir is a `no_pose` failure (left out with
+--allow_missing); --keep_without_pose keeps it in the index with an empty pose column instead
+(for models that do not read pose: config.data.require_pose=False), counted as `without_pose`.
 
 Choices worth knowing:
 - Frames keep the source resolution (--short_side 0, the default) so AlphaPose pixel coordinates
@@ -72,11 +75,13 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
                short_side: int = 0, min_seconds: float = 6.0, val_fraction: float = 0.1,
                pose_on_frames: bool = False, num_mixtures: int = 500,
                workers: int | None = None, seed: int = 0,
-               allow_missing: bool = False, progress: bool = True) -> dict[str, Any]:
+               allow_missing: bool = False, keep_without_pose: bool = False,
+               progress: bool = True) -> dict[str, Any]:
   """Builds ROOT=`out` from downloaded videos; returns the report (also in preprocess_report.json).
 
   Raises PreprocessError for bad inputs (before any decoding), and after processing everything
-  else when any video failed and allow_missing is False.
+  else when any video failed and allow_missing is False. keep_without_pose: a video without
+  AlphaPose JSON in pose_dir stays in the index with an empty pose column (not a failure).
   """
   # ---- Validate inputs before touching any video.
   # Only a new / empty folder or an earlier ingest run's (its .preprocess/ folder) is written.
@@ -138,6 +143,7 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
   jobs = [(split, clip) for split, clip in jobs if clip.id in video_paths]
   counts = collections.Counter()
   done: dict[str, tuple[str, Clip, dict[str, Any]]] = {}
+  without_pose: set[str] = set()  # kept in the index without pose file (keep_without_pose)
 
   def run_one(split: str, clip: Clip) -> tuple[str, Clip, dict[str, Any] | None, bool, Any]:
     video = video_paths[clip.id]
@@ -165,6 +171,9 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
       split, clip, marker, skipped, outcome = future.result()
       if marker is not None:
         counts["skipped_done" if skipped else "processed"] += 1
+      if (isinstance(outcome, VideoError) and outcome.kind == "no_pose" and keep_without_pose):
+        without_pose.add(clip.id)  # kept, with an empty pose column
+        outcome = None
       if isinstance(outcome, VideoError):
         failures[outcome.kind].append({"id": clip.id, "file": outcome.path,
                                        "reason": str(outcome)})
@@ -192,7 +201,8 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
         paths = schema.clip_paths(clip.category, clip.id)
         rows.append([clip.id, clip.category, ";".join(clip.labels), int(clip.duet),
                      paths["audio"], paths["frames"], marker["num_frames"],
-                     paths["pose"] if pose_dir is not None else "",
+                     paths["pose"] if pose_dir is not None and video_id not in without_pose
+                     else "",
                      ""])  # real duets have no per-player stems
       rows.sort(key=lambda row: (row[1], row[0]))
       split_rows[split] = rows
@@ -215,13 +225,16 @@ def preprocess(videos: str | os.PathLike, out: str | os.PathLike, *,
   report = {
       "dataset": dataset,
       "out": str(root),
-      "options": {**dataclasses.asdict(options), "pose_on_frames": pose_on_frames},
+      "options": {**dataclasses.asdict(options), "pose_on_frames": pose_on_frames,
+                  "keep_without_pose": keep_without_pose},
       "counts": {
           "listed": len(listed),
           "processed": counts["processed"],
           "skipped_done": counts["skipped_done"],
           **{kind: len(failures[kind]) for kind in FAILURE_KINDS},
           "in_index": sum(len(rows) for rows in split_rows.values()),
+          # rows with an empty pose column (no --pose_dir, or --keep_without_pose)
+          "without_pose": sum(1 for rows in split_rows.values() for row in rows if not row[7]),
           "labelled_not_in_split": len(set(labels) - set(listed)),
       },
       "splits": {split: len(split_rows.get(split, [])) for split in SPLITS},
@@ -279,6 +292,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--allow_missing", action="store_true",
                       help="skip and count failed or missing videos instead of failing")
+  parser.add_argument("--keep_without_pose", action="store_true",
+                      help="keep videos that have no AlphaPose JSON in --pose_dir in the index, "
+                           "with an empty pose column (usable with config.data.require_pose="
+                           "False by models that do not read pose), instead of failing them")
   parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
   return parser.parse_args(argv)
 
@@ -293,7 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample_rate=args.sample_rate, short_side=args.short_side, min_seconds=args.min_seconds,
         pose_on_frames=args.pose_on_frames,
         val_fraction=args.val_fraction, num_mixtures=args.num_mixtures, workers=args.workers,
-        seed=args.seed, allow_missing=args.allow_missing, progress=not args.no_progress)
+        seed=args.seed, allow_missing=args.allow_missing,
+        keep_without_pose=args.keep_without_pose, progress=not args.no_progress)
   except ownership.DatasetRootError as error:
     print(f"error: {error}", file=sys.stderr)
     return 1

@@ -22,6 +22,8 @@ FAILURE_HELP = {
     "silent_audio": "the audio track is digital silence",
     "no_pose": "no AlphaPose JSON in --pose_dir",
     "bad_pose": "the AlphaPose JSON is malformed",
+    # not a failure: clips in the index with an empty pose column
+    "without_pose": "in the index without pose file (no --pose_dir, or --keep_without_pose)",
 }
 
 
@@ -30,7 +32,9 @@ def format_report(report: dict[str, Any], list_failures: bool = True) -> str:
   counts = report["counts"]
   lines = [f"preprocess report for {report['out']} ({report['dataset']})"]
   for key in ("listed", "processed", "skipped_done", *FAILURE_KINDS, "in_index",
-              "labelled_not_in_split"):
+              "without_pose", "labelled_not_in_split"):
+    if key not in counts:  # reports written before the key existed
+      continue
     note = f"  ({FAILURE_HELP[key]})" if key in FAILURE_HELP and counts[key] else ""
     lines.append(f"  {key:<22}{counts[key]:>7}{note}")
   lines.append("  splits: " + ", ".join(f"{k}={v}" for k, v in report["splits"].items())

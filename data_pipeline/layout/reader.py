@@ -9,6 +9,12 @@ size and mtime); load_pose rejects NaN / Inf keypoints. It raises `BadClipError`
 offending file; the input pipeline either lets it
 propagate or skips and counts the clip (config.data.skip_bad_clips). The layout itself is
 described in data_pipeline/layout/schema.py.
+
+Clips without pose: an empty `pose` column of the index (ClipRecord.pose None) or a listed pose
+file that does not exist. validate_clip(require_pose=True), the default, rejects them
+("missing_pose"); with require_pose=False (config.data.require_pose, for models that do not read
+pose) they pass with ClipInfo.has_pose False, and the pipeline gives them `no_pose_track`: an
+all-zero mask, never keypoints a model could mistake for a person.
 """
 
 from __future__ import annotations
@@ -78,7 +84,8 @@ def read_index(root: os.PathLike | str, split: str,
       records.append(ClipRecord(
           row=row, id=entry["id"], category=entry["category"], labels=labels,
           duet=bool(int(entry["duet"])), audio=root / entry["audio"], frames=root / entry["frames"],
-          num_frames=int(entry["num_frames"]), pose=root / entry["pose"], sources=sources))
+          num_frames=int(entry["num_frames"]),
+          pose=root / entry["pose"] if entry["pose"].strip() else None, sources=sources))
     except (ValueError, TypeError) as error:
       raise ValueError(f"{path}: data row {row} ({entry.get('id')!r}): {error}") from error
   ids = [r.id for r in records]
@@ -126,13 +133,35 @@ def _check_wav(path: pathlib.Path, sample_rate: int, min_samples: int) -> int:
   return int(info.frames)
 
 
+def has_pose(record: ClipRecord) -> bool:
+  """Whether the clip's index row names a pose file that exists."""
+  return record.pose is not None and record.pose.is_file()
+
+
+def pose_path(record: ClipRecord) -> pathlib.Path:
+  """The clip's pose file: the one its index row names, else where the layout would put it
+  (ROOT/pose/<category>/<id>.json), for messages."""
+  if record.pose is not None:
+    return record.pose
+  return record.frames.parents[2] / "pose" / record.category / f"{record.id}.json"
+
+
+def no_pose_track(num_frames: int, max_persons: int = 2) -> PoseTrack:
+  """The PoseTrack of a clip without pose file: every person slot masked in every frame."""
+  return PoseTrack(keypoints=np.zeros((max_persons, num_frames, NUM_JOINTS, 3), np.float16),
+                   mask=np.zeros((max_persons, num_frames), np.uint8),
+                   frames_without_detection=num_frames, num_tracks=0)
+
+
 def validate_clip(record: ClipRecord, sample_rate: int, fps: float, audio_length: int,
                   num_frames: int, min_frame_size: int = 1, *, content: bool = True,
-                  cache: clip_checks.ValidationCache | None = None) -> ClipInfo:
+                  cache: clip_checks.ValidationCache | None = None,
+                  require_pose: bool = True) -> ClipInfo:
   """Checks one clip; raises BadClipError naming the bad file.
 
   content: also check contents (NaN / Inf / silent audio, every frame decodable), cached in
-  `cache` by file size and mtime; False: headers and listings only.
+  `cache` by file size and mtime; False: headers and listings only. require_pose: a clip
+  without pose file is bad ("missing_pose"); False: it passes with has_pose False.
   """
   num_samples = _check_wav(record.audio, sample_rate, audio_length)
   for source in record.sources:
@@ -164,23 +193,40 @@ def validate_clip(record: ClipRecord, sample_rate: int, fps: float, audio_length
   if usable < audio_length:
     raise BadClipError(record.frames, f"frames cover {record.num_frames / fps:.2f} s, shorter "
                        f"than the {audio_length / sample_rate:.2f} s crop", "too_few_frames")
-  if not record.pose.is_file():
-    raise BadClipError(record.pose, "pose file not found", "missing_pose")
+  present = has_pose(record)
+  if not present and require_pose:
+    reason = ("pose file not found" if record.pose is not None else
+              "no pose file (the index's pose column is empty)")
+    raise BadClipError(pose_path(record), reason, "missing_pose")
   if content:
     for path in (record.audio,) + tuple(record.sources):
       clip_checks.check_audio_content(path, cache)
     clip_checks.check_frames(record, cache)
-  return ClipInfo(num_samples=num_samples, frame_height=height, frame_width=width)
+  return ClipInfo(num_samples=num_samples, frame_height=height, frame_width=width,
+                  has_pose=present)
+
+
+def track_order(counts: dict) -> list:
+  """Track ids by detected frames (`counts`), most first; ties by track id (numeric ids
+  numerically), so the order is stable: load_pose's person slots."""
+  return sorted(counts, key=lambda t: (-counts[t], not isinstance(t, (int, float)),
+                                       t if isinstance(t, (int, float)) else 0, str(t)))
+
+
+def track_key(idx) -> object:
+  """A record's tracker id `idx` as a dict key (AlphaPose writes a list for merged tracks)."""
+  return tuple(idx) if isinstance(idx, list) else idx
 
 
 def load_pose(path: os.PathLike | str, num_frames: int, frame_width: int, frame_height: int,
-              max_persons: int = 2) -> PoseTrack:
+              max_persons: int = 2, tracks: Sequence | None = None) -> PoseTrack:
   """Parses an AlphaPose (Halpe-136) JSON list into a PoseTrack.
 
   People are identified by the tracker id `idx`; the `max_persons` tracks with the most
   detected frames are kept, ordered by detection count (descending) then by track id, so the
   order is stable. Without `idx` (untracked output), person slot k holds the k-th highest-scoring
   detection of each frame. Several records of one track in one frame: the highest score wins.
+  tracks: the track ids (track_key) for person slots 0, 1, ... instead (tracked output only).
   """
   path = pathlib.Path(path)
   try:
@@ -215,8 +261,7 @@ def load_pose(path: os.PathLike | str, num_frames: int, frame_width: int, frame_
                          "corrupt_pose")
     points = keypoints.reshape(HALPE_NUM_KEYPOINTS, 3)
     if has_track:
-      idx = entry["idx"]
-      key = (frame, idx if not isinstance(idx, list) else tuple(idx))
+      key = (frame, track_key(entry["idx"]))
       if key not in detections or detections[key][0] < score:
         detections[key] = (score, points)
     else:
@@ -228,9 +273,7 @@ def load_pose(path: os.PathLike | str, num_frames: int, frame_width: int, frame_
     counts: dict[object, int] = {}
     for _, track in detections:
       counts[track] = counts.get(track, 0) + 1
-    # Most detections first; ties by track id (numeric ids numerically), so the order is stable.
-    order = sorted(counts, key=lambda t: (-counts[t], not isinstance(t, (int, float)),
-                                          t if isinstance(t, (int, float)) else 0, str(t)))
+    order = track_order(counts) if tracks is None else list(tracks)[:max_persons]
     slots = {track: slot for slot, track in enumerate(order[:max_persons])}
     for (frame, track), (_, points) in detections.items():
       if track in slots:
@@ -239,6 +282,9 @@ def load_pose(path: os.PathLike | str, num_frames: int, frame_width: int, frame_
     num_tracks = len(counts)
     detected_frames = {frame for frame, _ in detections}
   else:
+    if tracks is not None and per_frame_rank:
+      raise BadClipError(path, "records have no tracker id `idx` (run AlphaPose with "
+                         "tracking) to select tracks", "corrupt_pose")
     for frame, candidates in per_frame_rank.items():
       candidates.sort(key=lambda c: -c[0])
       for slot, (_, points) in enumerate(candidates[:max_persons]):
@@ -253,3 +299,19 @@ def load_pose(path: os.PathLike | str, num_frames: int, frame_width: int, frame_
   return PoseTrack(keypoints=keypoints_out.astype(np.float16), mask=mask,
                    frames_without_detection=num_frames - len(detected_frames),
                    num_tracks=num_tracks)
+
+
+def pose_window(track: PoseTrack, center: int, window: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Pose [P, W, J, 3] and mask [P, W] (float32) of a track's W-frame window centred on frame
+  `center` (window position 0 is frame center - W // 2); positions outside the clip masked."""
+  num_frames = track.mask.shape[1]
+  first = int(center) - window // 2  # frame at window position 0
+  low, high = max(first, 0), min(first + window, num_frames)
+  persons = track.mask.shape[0]
+  keypoints = np.zeros((persons, window, NUM_JOINTS, 3), np.float32)
+  mask = np.zeros((persons, window), np.float32)
+  if high > low:
+    keypoints[:, low - first:high - first] = track.keypoints[:, low:high]
+    mask[:, low - first:high - first] = track.mask[:, low:high]
+  return keypoints, mask

@@ -111,7 +111,7 @@ class ClipRecord:
   audio: pathlib.Path
   frames: pathlib.Path
   num_frames: int
-  pose: pathlib.Path
+  pose: pathlib.Path | None  # None: the index's pose column is empty (no AlphaPose file)
   sources: tuple[pathlib.Path, ...]
 
   def frame_path(self, index: int) -> pathlib.Path:
@@ -129,10 +129,11 @@ class MixtureRecord:
 
 @dataclasses.dataclass(frozen=True)
 class ClipInfo:
-  """What validation learnt about a clip: audio length and frame size."""
+  """What validation learnt about a clip: audio length, frame size, whether it has pose."""
   num_samples: int
   frame_height: int
   frame_width: int
+  has_pose: bool = True  # False only for a clip without pose file under require_pose=False
 
 
 @dataclasses.dataclass

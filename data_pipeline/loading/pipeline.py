@@ -9,9 +9,13 @@ C = data.num_classes):
                                               AlphaPose confidence; zeros ONLY where pose_mask == 0
   pose_mask        float32 [B, N, P, W]        1 where that person was detected in that frame;
                                               window positions before the first / after the last
-                                              frame of the clip are 0 too
+                                              frame of the clip are 0 too, and every position of
+                                              a clip without pose file (data.require_pose False)
   pose_frame_index int32   [B, N, T]           position of each RGB frame inside the pose window
                                               (W // 2 - T // 2 + t: the window is centred)
+  pose_features    float32 [B, N, T, P, J*C]   only with config.data.pose_features_dir: the
+                                              frozen ST-GCN's features at the RGB frames
+                                              (data_pipeline/loading/pose_features.py)
   labels           float32 [B, N, C]           multi-hot classes of each video (duets: two)
   waveform         float32 [B, N, L]           each video's audio crop after the mixing scale
   mixture          float32 [B, L]              sum over N of waveform
@@ -61,6 +65,12 @@ Protocol:
   * Determinism: all randomness is drawn in numpy from (seed, process_index, epoch, position)
     into a per-example plan; the tf.data map is a pure function of the plan and runs with
     deterministic=True, so the same seed gives the same batches for any parallelism.
+  * Pose: a clip whose pose file detects nobody in any frame is masked throughout and counted
+    (stats.clips_without_detection). data.require_pose (default True) makes a clip without pose
+    file a bad clip; False (models that do not read pose: Sound-of-Pixels, TriBERT with
+    model.pose.enabled False; tribert_jax/validation.py refuses it for the others) accepts it
+    with an all-zero pose_mask and counts it (stats.clips_without_pose, logged as "clips without
+    pose: K"). The TFDS source refuses require_pose False (its builds hold only clips with pose).
   * Bad clips (missing / unreadable / short files, wrong sample rate, missing frames or pose;
     NaN / Inf or silent audio, NaN / Inf pose keypoints, any frame of the clip that does not
     decode) are found up front by layout.reader.validate_clip (content checks cached in
@@ -219,6 +229,7 @@ def build_train_pipeline(config: ml_collections.ConfigDict, *, seed: int, start_
   host_rows = store.prepare(host_rows)
   if stats.skipped_clips:
     stats.log("skipped bad training clips")
+  stats.log_pose("training clips")
   num_mix = config.num_mix
   plan = plans.train_plans(config, info, records, store, host_rows, seed=seed,
                            start_batch=start_batch, host_batch=host_batch,
@@ -308,6 +319,7 @@ def _fixed_pipeline(config, info: schema.DatasetInfo,
   # Validate every clip of this host's entries in one pass (one cache write), in list order.
   host_entries = plans.host_slice(len(mixtures), process_index, process_count)
   store.prepare(list(dict.fromkeys(r for i in host_entries for r in mixtures[i].clip_rows)))
+  stats.log_pose(what)
   entries = []
   for i in host_entries:
     mixture = mixtures[i]

@@ -9,6 +9,8 @@ mixture list for num_mix (a missing list, a mixture naming an unknown clip), and
 clip the run will read (layout.reader.validate_clip with the content checks, cached by file size
 and mtime, and the pose parse). Bad clips are raised together in one PreflightError naming every
 bad file, or with data.skip_bad_clips counted in the report; too few usable clips is an error.
+A clip without pose file is bad unless data.require_pose is False; then it is counted per split
+(clips_without_pose), like clips whose pose file detects nobody (clips_without_detection).
 Every error names the file and the config key to set.
 """
 
@@ -81,33 +83,42 @@ def _mixtures(config, root: pathlib.Path, split: str, num_mix: int,
 
 
 def _validate(config, records: list[schema.ClipRecord], rows: list[int],
-              cache: clip_checks.ValidationCache) -> dict[int, schema.BadClipError]:
-  """Validates the rows' clips (threads: decoding releases the GIL); bad row -> its error."""
+              cache: clip_checks.ValidationCache
+              ) -> tuple[dict[int, schema.BadClipError], collections.Counter]:
+  """Validates the rows' clips (threads: decoding releases the GIL): (bad row -> its error,
+  counts of good clips "without_pose" (require_pose False) and "without_detection")."""
+  require_pose = bool(config.get("require_pose", True))
 
-  def one(row: int) -> schema.BadClipError | None:
+  def one(row: int) -> schema.BadClipError | str | None:
     record = records[row]
     try:
       clip = reader.validate_clip(record, config.sample_rate, config.fps, config.audio_length,
-                                  config.num_frames, cache=cache)
-      # The pose parse (JSON, NaN / Inf keypoints) is cached like the content checks.
+                                  config.num_frames, cache=cache, require_pose=require_pose)
+      if not clip.has_pose:
+        return "without_pose"
+      # The pose parse (JSON, NaN / Inf keypoints) is cached like the content checks, with
+      # whether anybody was detected at all.
       key = (f"pose:{record.pose}:{record.num_frames}:{clip.frame_width}x{clip.frame_height}:"
-             f"{config.max_persons}")
+             f"{config.max_persons}:detected")
       try:
         stamped = clip_checks.stamp([record.pose])
       except FileNotFoundError as error:  # removed since validate_clip looked
         raise schema.BadClipError(record.pose, "pose file not found", "missing_pose") from error
-      if cache.get(key, stamped) is None:
-        reader.load_pose(record.pose, record.num_frames, clip.frame_width, clip.frame_height,
-                         config.max_persons)
-        cache.put(key, stamped, True)
+      detected = cache.get(key, stamped)
+      if detected is None:
+        track = reader.load_pose(record.pose, record.num_frames, clip.frame_width,
+                                 clip.frame_height, config.max_persons)
+        detected = bool(track.frames_without_detection < record.num_frames)
+        cache.put(key, stamped, detected)
     except schema.BadClipError as error:
       return error
-    return None
+    return None if detected else "without_detection"
 
   workers = max(1, min(8, os.cpu_count() or 1))
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     results = list(pool.map(one, rows))
-  return {row: error for row, error in zip(rows, results) if error is not None}
+  bad = {row: r for row, r in zip(rows, results) if isinstance(r, schema.BadClipError)}
+  return bad, collections.Counter(r for r in results if isinstance(r, str))
 
 
 def check(data_config, splits_needed: Iterable[str], num_mix: int | None = None,
@@ -161,20 +172,29 @@ def check(data_config, splits_needed: Iterable[str], num_mix: int | None = None,
       rows = list(dict.fromkeys(r for m in mixtures for r in m.clip_rows))
     else:
       rows = [r.row for r in records]
-    bad = _validate(c, records, rows, cache)
+    bad, pose_counts = _validate(c, records, rows, cache)
     cache.save()
     if bad and not c.skip_bad_clips:
       lines = [f"  {error}" for error in list(bad.values())[:MAX_LISTED]]
       more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
       first = next(iter(bad.values()))
+      hint = ""
+      if any(error.kind == "missing_pose" for error in bad.values()):
+        hint = ("\n(clips without pose file: a model that does not read pose, e.g. "
+                "Sound-of-Pixels or TriBERT with model.pose.enabled=False, can use them with "
+                "--config.data.require_pose=False)")
       raise PreflightError(
           f"{len(bad)} bad clip(s) in {index} ({key}={split}):\n" + "\n".join(lines) + more
           + "\nfix or remove them, or set --config.data.skip_bad_clips=True to skip and count "
-          "them", first.path, "config.data.skip_bad_clips")
+          "them" + hint, first.path, "config.data.skip_bad_clips")
     for error in bad.values():
       report["skipped_clips"][error.kind] += 1
       report["bad_files"].append(str(error))
     entry = {"clips": len(rows), "bad_clips": len(bad)}
+    if pose_counts["without_pose"]:
+      entry["clips_without_pose"] = pose_counts["without_pose"]
+    if pose_counts["without_detection"]:
+      entry["clips_without_detection"] = pose_counts["without_detection"]
     if mixtures is not None:
       usable = [m for m in mixtures if not set(m.clip_rows) & set(bad)]
       entry.update(mixtures=len(mixtures), skipped_mixtures=len(mixtures) - len(usable))

@@ -18,7 +18,7 @@ import numpy as np
 import soundfile
 import tensorflow as tf
 
-from data_pipeline.layout import clip_checks, reader, schema, skeleton
+from data_pipeline.layout import clip_checks, reader, schema
 
 
 @dataclasses.dataclass
@@ -29,8 +29,10 @@ class PipelineStats:
   skipped_mixtures: int = 0  # eval mixtures dropped because one of their clips was bad
   skipped_examples: int = 0  # training examples dropped because a file broke after validation
   bad_files: list = dataclasses.field(default_factory=list)  # "path: reason" of skipped clips
-  pose_frames: int = 0  # frames of this host's clips
+  pose_frames: int = 0  # frames of this host's clips that have a pose file
   pose_frames_without_detection: int = 0  # of those, frames where AlphaPose found nobody
+  clips_without_detection: int = 0  # clips whose pose file detects nobody in any frame
+  clips_without_pose: int = 0  # clips without pose file (data.require_pose False): all masked
   examples: int = 0  # real (valid) examples yielded
   batches: int = 0
   pose_positions: int = 0  # person x window positions of yielded real examples
@@ -45,6 +47,13 @@ class PipelineStats:
   def log(self, what: str) -> None:
     """Logs the counters with absl logging."""
     logging.info("input pipeline (%s): %s", what, self.as_dict())
+
+  def log_pose(self, what: str) -> None:
+    """Logs the clips whose pose is masked throughout, when there are any."""
+    if self.clips_without_pose or self.clips_without_detection:
+      logging.info("input pipeline (%s): clips without pose: %d; clips with a pose file but "
+                   "nobody detected in any frame: %d (their pose is masked, pose_mask == 0)",
+                   what, self.clips_without_pose, self.clips_without_detection)
 
 
 class ClipSource:
@@ -93,8 +102,13 @@ class ClipSource:
       self.clip_info[row] = clip
       self.pose[row] = pose
       self.stats.clips += 1
-      self.stats.pose_frames += record.num_frames
-      self.stats.pose_frames_without_detection += pose.frames_without_detection
+      if not clip.has_pose:
+        self.stats.clips_without_pose += 1
+      else:
+        self.stats.pose_frames += record.num_frames
+        self.stats.pose_frames_without_detection += pose.frames_without_detection
+        if pose.frames_without_detection >= record.num_frames:
+          self.stats.clips_without_detection += 1
       good.append(row)
     self.cache.save()
     return good
@@ -103,7 +117,9 @@ class ClipSource:
     """Validates one clip and parses its pose: (ClipInfo, PoseTrack); BadClipError if bad."""
     c = self.config
     clip = reader.validate_clip(record, c.sample_rate, c.fps, c.audio_length, c.num_frames,
-                                cache=self.cache)
+                                cache=self.cache, require_pose=c.get("require_pose", True))
+    if not clip.has_pose:  # require_pose False: masked throughout, counted by prepare
+      return clip, reader.no_pose_track(record.num_frames, c.max_persons)
     pose = reader.load_pose(record.pose, record.num_frames, clip.frame_width,
                                    clip.frame_height, c.max_persons)
     return clip, pose
@@ -149,18 +165,7 @@ class ClipSource:
 
   def pose_window(self, row, center) -> tuple[np.ndarray, np.ndarray]:
     """Pose [P, W, J, 3] and mask [P, W] (float32) of the window centred on frame `center`."""
-    track = self.pose[int(row)]
-    window = self.config.pose_window
-    num_frames = track.mask.shape[1]
-    first = int(center) - window // 2  # frame at window position 0
-    low, high = max(first, 0), min(first + window, num_frames)
-    persons = track.mask.shape[0]
-    keypoints = np.zeros((persons, window, skeleton.NUM_JOINTS, 3), np.float32)
-    mask = np.zeros((persons, window), np.float32)
-    if high > low:
-      keypoints[:, low - first:high - first] = track.keypoints[:, low:high]
-      mask[:, low - first:high - first] = track.mask[:, low:high]
-    return keypoints, mask
+    return reader.pose_window(self.pose[int(row)], int(center), self.config.pose_window)
 
 
 class TfdsSource(ClipSource):
@@ -309,6 +314,13 @@ class TfdsSource(ClipSource):
             frames[first:first + self.config.num_frames])
 
 
+# A TFDS build holds only clips with pose (a clip without pose file is a bad clip when it is
+# built), so it cannot serve the clips that data.require_pose = False is for.
+TFDS_NEEDS_POSE = ("config.data.require_pose=False needs config.data.source='folder': a TFDS "
+                   "build holds only clips with a pose file (build_tfds leaves the others out "
+                   "as bad clips), so it cannot serve clips without pose")
+
+
 def where(config) -> str:
   """The data source, for error messages."""
   return f"tfds:{config.tfds_name}" if config.source == "tfds" else str(config.root)
@@ -361,6 +373,8 @@ def _open_tfds(config, split: str, stats: PipelineStats):
 def open_source(config, split: str, stats: PipelineStats):
   """(info, records, source) of a split: folder layout or TFDS build, checked vs the config."""
   if config.source == "tfds":
+    if not config.get("require_pose", True):
+      raise ValueError(TFDS_NEEDS_POSE)
     info, records, store, root = _open_tfds(config, split, stats)
     labels_file = f"{root} metadata"
   elif config.source == "folder":
