@@ -1,5 +1,7 @@
 """Pieces shared by the benchmarks: model variants by name, the trainer hook for Sound-of-Pixels,
-synthetic batches of the batch contract, machine description and Markdown tables."""
+synthetic batches of the batch contract, machine description and Markdown tables, device peaks
+(PEAK_FLOPS), config overrides, and measure_step: one of the project's own programs (the
+trainer's step or the evaluation forward) compiled, timed and costed."""
 
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: in
   labels = np.zeros((b, n, d.num_classes), np.float32)
   labels[:, np.arange(n), np.arange(n)] = 1.0
   waveform = (0.1 * rng.standard_normal((b, n, length))).astype(np.float32)
-  return dict(
+  batch = dict(
       frames=rng.standard_normal((b, n, t, s, s, 3)).astype(np.float32),
       pose=rng.random((b, n, p, w, 68, 3)).astype(np.float32),
       pose_mask=np.ones((b, n, p, w), np.float32),
@@ -73,19 +75,30 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: in
       labels=labels, waveform=waveform, mixture=waveform.sum(axis=1),
       valid=np.ones((b,), np.float32), clip_index=np.zeros((b, n), np.int32),
       mixture_index=np.full((b,), -1, np.int32))
+  pose_config = config.model.get("pose") if "model" in config else None
+  if pose_config is not None and pose_config.get("stgcn_input", "pose") == "features":
+    # Precomputed frozen ST-GCN features at the RGB frames: [B, N, T, P, J * C_last].
+    width = 68 * pose_config.stgcn_blocks[-1][0]
+    batch["pose_features"] = rng.standard_normal((b, n, t, p, width)).astype(np.float32)
+  return batch
 
 
-def machine() -> str:
-  """One line: host, cores, load average, accelerator."""
+def machine(query_jax: bool = True) -> str:
+  """One line: host, cores, load average, accelerator (query_jax=False leaves the accelerator
+  out and does not start a JAX backend in this process: on a GPU that would reserve most of its
+  memory before the measuring subprocess starts)."""
   load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+  text = (f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, load average "
+          f"{load}")
+  if not query_jax:
+    return text
   try:
     import jax  # pylint: disable=g-import-not-at-top
     device = jax.devices()[0]
     device_text = f"{device.platform} ({device.device_kind})"
   except Exception:  # pylint: disable=broad-except
     device_text = "jax unavailable"
-  return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, load average "
-          f"{load}; jax device {device_text}")
+  return f"{text}; jax device {device_text}"
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -119,3 +132,209 @@ def peak_rss_mib() -> float:
   """This process's peak resident memory (Linux ru_maxrss is in KiB)."""
   import resource  # pylint: disable=g-import-not-at-top
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> bool:
+  """Frees what the allocator can hand back and resets this process's peak RSS (VmHWM) to its
+  current RSS (Linux: /proc/self/clear_refs "5"); False where that is not possible."""
+  import ctypes  # pylint: disable=g-import-not-at-top
+  import gc  # pylint: disable=g-import-not-at-top
+  gc.collect()
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
+  try:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+      f.write("5")
+    return True
+  except OSError:
+    return False
+
+
+def peak_rss_since_reset_mib() -> float | None:
+  """VmHWM of /proc/self/status in MiB (the peak since reset_peak_rss), None where absent."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Device peaks and MFU
+# ----------------------------------------------------------------------------------------------
+
+# Dense peak FLOP/s per device by (device_kind substring, dtype), vendor datasheet figures (no
+# sparsity). "tfloat32" is the tensor-core TF32 peak, which XLA:GPU uses for float32 matmuls and
+# convolutions at JAX's default precision on Ampere and later; "float32" the plain FP32 peak.
+# Checked in this order, so more specific kinds come before the kinds they contain.
+PEAK_FLOPS = {
+    ("H100 PCIe", "bfloat16"): 756e12, ("H100 PCIe", "float32"): 51e12,
+    ("H100 PCIe", "tfloat32"): 378e12,
+    ("H100", "bfloat16"): 989e12, ("H100", "float32"): 67e12, ("H100", "tfloat32"): 495e12,
+    ("H200", "bfloat16"): 989e12, ("H200", "float32"): 67e12, ("H200", "tfloat32"): 495e12,
+    ("A100", "bfloat16"): 312e12, ("A100", "float32"): 19.5e12, ("A100", "tfloat32"): 156e12,
+    ("TPU v4", "bfloat16"): 275e12,
+    ("TPU v5 lite", "bfloat16"): 197e12,  # v5e
+    ("TPU v5p", "bfloat16"): 459e12, ("TPU v5", "bfloat16"): 459e12,  # v5p reports "TPU v5"
+    ("TPU v6 lite", "bfloat16"): 918e12,  # v6e (Trillium)
+}
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+  """The device's dense peak FLOP/s for dtype, or None when unknown (e.g. CPUs)."""
+  for (kind, peak_dtype), value in PEAK_FLOPS.items():
+    if kind.lower() in device_kind.lower() and peak_dtype == dtype:
+      return value
+  return None
+
+
+def cost_flops(stage: Any) -> float:
+  """FLOPs of a jax Lowered or Compiled program from XLA's cost analysis (nan if unavailable)."""
+  try:
+    analysis = stage.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  (some backends do not implement it)
+    return float("nan")
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get("flops", float("nan")))
+
+
+def device_slug(device_kind: str) -> str:
+  """'NVIDIA H200' -> 'nvidia_h200', 'cpu' -> 'cpu' (for file names)."""
+  return "_".join("".join(c if c.isalnum() else " " for c in device_kind.lower()).split()) or "device"
+
+
+# ----------------------------------------------------------------------------------------------
+# Config overrides and one measured step
+# ----------------------------------------------------------------------------------------------
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
+                    ) -> ml_collections.ConfigDict:
+  """Applies command-line style overrides, 'model.pose.freeze_stgcn=True' (values parsed as
+  Python literals, else kept as strings), as main.py's --config.KEY=VALUE would. Setting
+  optim.name=bert_adam switches the whole optimiser to the release's (configs/parts/train.py,
+  use_bert_adam) before the remaining overrides apply."""
+  import ast  # pylint: disable=g-import-not-at-top
+
+  from configs.parts import train as train_parts  # pylint: disable=g-import-not-at-top
+  parsed = []
+  for override in overrides:
+    key, equals, text = override.partition("=")
+    if not equals:
+      raise ValueError(f"override {override!r} is not KEY=VALUE")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    parsed.append((key.strip(), value))
+  if ("optim.name", "bert_adam") in parsed:
+    train_parts.use_bert_adam(config)
+  for key, value in parsed:
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    if leaf not in node:
+      raise KeyError(f"override {key!r}: the config has no such key")
+    node[leaf] = value
+  return config
+
+
+def measure_step(config: ml_collections.ConfigDict, mode: str, batch_size: int, steps: int,
+                 warmup: int) -> dict[str, Any]:
+  """Compiles and times one of the project's own programs on a synthetic batch, in this process.
+
+  mode "train": the trainer's jitted step (tribert_jax.train.make_train_step: spectral features,
+  forward, backward, optimiser update; state donated); "forward": spectral features + the
+  model's evaluation-mode forward (separation.model_inputs, model.apply(train=False)), from the
+  model's variables alone (no optimiser state in memory). Returns compile time, the timed steps
+  (each waited for; step_s is their median), FLOPs per step from XLA's cost analysis of the
+  compiled program (flops_lowered: of the program before XLA's optimisations, a cross-check),
+  peak memory (device allocator where the backend reports one, and this process's peak RSS),
+  device and parameter count.
+  """
+  import time  # pylint: disable=g-import-not-at-top
+  import statistics  # pylint: disable=g-import-not-at-top
+
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from tribert_jax import initialization  # pylint: disable=g-import-not-at-top
+  from tribert_jax import optimizers  # pylint: disable=g-import-not-at-top
+  from tribert_jax import sharding  # pylint: disable=g-import-not-at-top
+  from tribert_jax import train  # pylint: disable=g-import-not-at-top
+  from tribert_jax.tasks import separation  # pylint: disable=g-import-not-at-top
+
+  if mode not in ("train", "forward"):
+    raise ValueError(f"mode must be train or forward, got {mode!r}")
+  config.data.batch_size = batch_size
+  class_names = [f"class{i}" for i in range(config.data.num_classes)]
+  task = make_task(config, class_names)
+  mesh = sharding.make_mesh(shape={"data": 1}, devices=jax.devices()[:1])
+  batch = jax.device_put(synthetic_batch(config, batch_size), sharding.data_sharding(mesh))
+  if mode == "train":
+    tx, schedule = optimizers.make_optimizer(config.optim, max(int(config.num_train_steps), 1),
+                                             frozen=task.frozen)
+    init_fn, _, _, init_rng = initialization.make_state_initializer(task, tx, config, mesh)
+    state = init_fn(init_rng)
+    params = state.params
+    fn = jax.jit(train.make_train_step(task, tx, schedule, config, mesh), donate_argnums=0)
+    args = (state, batch)
+  else:
+    variables = jax.jit(lambda rng: nn.meta.unbox(task.init_variables(rng)))(
+        jax.random.PRNGKey(int(config.seed)))
+    params = variables["params"]
+
+    def forward(variables, batch):
+      inputs, _ = separation.model_inputs(batch, config.data)
+      outputs, _ = task.model.apply(variables, inputs, train=False)
+      return outputs["mask_logits"]
+    fn = jax.jit(forward)
+    args = (variables, batch)
+  num_params = int(sum(x.size for x in jax.tree.leaves(params)))
+  del params
+  start = time.perf_counter()
+  lowered = fn.lower(*args)
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+  flops = cost_flops(compiled)
+  flops_lowered = cost_flops(lowered)
+  if not flops > 0:  # backend without a compiled-program cost analysis
+    flops = flops_lowered
+  del lowered
+  peak_rss_compile = peak_rss_mib()
+  reset = reset_peak_rss()  # from here on VmHWM is the peak while stepping
+
+  times = []
+  for step in range(warmup + steps):
+    start = time.perf_counter()
+    out = compiled(*args)
+    jax.block_until_ready(out)
+    if mode == "train":
+      args = (out[0], batch)  # the donated state is replaced by the new one
+    if step >= warmup:
+      times.append(time.perf_counter() - start)
+    del out
+  step_s = statistics.median(times)
+  device = jax.devices()[0]
+  memory = device.memory_stats() or {}
+  peak_device = memory.get("peak_bytes_in_use")
+  return dict(
+      mode=mode, batch=batch_size, dtype=str(config.model.dtype), compile_s=compile_s,
+      step_s=step_s, step_times_s=times, examples_per_s=batch_size / step_s,
+      flops_per_step=flops, flops_lowered_per_step=flops_lowered,
+      flops_per_example=flops / batch_size, achieved_flops=flops / step_s,
+      peak_rss_mib=max(peak_rss_mib(), peak_rss_compile),
+      peak_rss_until_compiled_mib=peak_rss_compile,
+      peak_rss_steps_mib=peak_rss_since_reset_mib() if reset else None,
+      peak_device_mib=peak_device / 2**20 if peak_device else None,
+      platform=device.platform, device_kind=device.device_kind,
+      device=(device.device_kind if device.device_kind.lower() == device.platform
+              else f"{device.platform} {device.device_kind}"), num_devices=jax.device_count(),
+      params=num_params)

@@ -15,10 +15,11 @@ and README "Staged recipe"): pretrained parts, then TriBERT, then fine-tuning:
   2. main.py --config=configs/separation_pretrain.py:SIZE --workdir=runs/separation_pretrain_SIZE
      (visual trunk + U-Net for separation: what the release's weights_frame / weights_sound are)
   3. main.py --config=configs/pretrain.py:SIZE,recipe=staged --workdir=runs/pretrain_staged_SIZE
-     (TriBERT initialised from 1 and 2 through config.init.parts, ST-GCN frozen, BertAdam)
+     (TriBERT's visual trunk and U-Net from 2 through config.init.parts; the pose encoder reads
+     features of 1's frozen ST-GCN, computed once and cached; BertAdam)
   4. main.py --config=configs/finetune.py:SIZE,recipe=staged  (from 3's best checkpoint)
 
-Steps 1 and 2 are independent; pass other workdirs with --config.init.parts.pose.checkpoint=... and
+Steps 1 and 2 are independent; pass other workdirs with --config.pose_features.checkpoint=... and
 --config.init.parts.separation.checkpoint=....
 Dataset: SynthMUSIC generated at config.data.root on first use (config.dataset = "synthmusic");
 for the real MUSIC21 preprocessed by `python -m data_pipeline.ingest` pass
@@ -129,12 +130,16 @@ def refuse_recipe(config: ml_collections.ConfigDict, name: str) -> None:
 
 
 def use_staged_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """TriBERT training as the release does it (module docstring): parts from the pose and
-  separation pre-training workdirs, the ST-GCN frozen, BertAdam, and the paper's bottleneck-only
-  conditioning at every size (no FiLM, no separate U-Net learning rate)."""
+  """TriBERT training as the release does it (module docstring): the visual trunk and U-Net from
+  the separation pre-training, cached features of the pose pre-training's frozen ST-GCN,
+  BertAdam, and the paper's bottleneck-only conditioning at every size (no FiLM, no separate
+  U-Net learning rate)."""
   size = config.size
-  config.init.parts.pose.checkpoint = f"./runs/pose_pretrain_{size}"
   config.init.parts.separation.checkpoint = f"./runs/separation_pretrain_{size}"
+  # The ST-GCN of the pose pre-training, frozen: its features are computed once per clip and
+  # cached (tribert_jax/pose_feature_cache.py), the step reads them as the release does.
+  config.pose_features.checkpoint = f"./runs/pose_pretrain_{size}"
+  config.model.pose.stgcn_input = "features"
   config.model.pose.freeze_stgcn = True
   config.model.unet.conditioning = "bottleneck"
   config.optim.lr_multipliers = ml_collections.ConfigDict()

@@ -21,6 +21,11 @@ os.environ.setdefault("TRIBERT_TEST_XLA_CACHE", tempfile.mkdtemp(prefix="tribert
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["TRIBERT_TEST_XLA_CACHE"])
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+# One clip-validation cache for every run of the session that does not name its own (entries are
+# keyed by path, size and mtime): each tiny run would otherwise decode every frame again.
+os.environ.setdefault("TRIBERT_VALIDATION_CACHE",
+                      os.path.join(os.environ["TRIBERT_TEST_XLA_CACHE"], "clip_validation.json"))
+
 import pytest  # noqa: E402
 
 

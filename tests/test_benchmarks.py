@@ -9,12 +9,18 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_backend_optimization_level=0").strip()
 
+import json  # noqa: E402
+import math  # noqa: E402
+
 import pytest  # noqa: E402
 
+from benchmarks import accelerator  # noqa: E402
+from benchmarks import common  # noqa: E402
 from benchmarks import evaluation  # noqa: E402
 from benchmarks import quality  # noqa: E402
 from benchmarks import scaling  # noqa: E402
 from benchmarks import train_throughput  # noqa: E402
+from benchmarks import versus_release  # noqa: E402
 
 
 def run_main(module, monkeypatch, capsys, *argv):
@@ -42,6 +48,78 @@ def test_train_throughput_tiny(monkeypatch, capsys):
 def test_peak_flops_table():
   assert train_throughput.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
   assert train_throughput.peak_flops("cpu", "float32") is None
+  assert common.peak_flops("NVIDIA H200", "tfloat32") == 495e12
+  assert common.peak_flops("NVIDIA H100 PCIe", "bfloat16") == 756e12  # not the SXM figure
+  assert common.peak_flops("TPU v5 lite", "bfloat16") == 197e12  # v5e, not v5p's "TPU v5"
+  assert common.peak_flops("TPU v5", "bfloat16") == 459e12
+  assert common.device_slug("NVIDIA H200") == "nvidia_h200"
+
+
+def test_accelerator_mfu_and_memory_fields():
+  record = dict(device_kind="NVIDIA A100-SXM4-40GB", achieved_flops=15.6e12, peak_rss_mib=900.0,
+                peak_device_mib=2048.0)
+  accelerator.add_mfu(record, "float32", None)
+  assert record["mfu"] == pytest.approx(0.8) and record["mfu_tf32"] == pytest.approx(0.1)
+  assert (record["peak_memory_mib"], record["peak_memory_source"]) == (2048.0, "device")
+  record = dict(device_kind="cpu", achieved_flops=1e9, peak_rss_mib=900.0, peak_device_mib=None)
+  accelerator.add_mfu(record, "bfloat16", None)
+  assert record["mfu"] is None and record["peak_memory_source"] == "rss"
+  accelerator.add_mfu(record, "bfloat16", 2e-3)  # --peak_tflops 0.002
+  assert record["mfu"] == pytest.approx(0.5)
+
+
+def test_accelerator_tiny_writes_json(synthmusic_tiny, tmp_path, monkeypatch, capsys):
+  # --mode forward: the tiny TriBERT training step alone takes ~1-2 min to compile on 2 cores;
+  # test_train_throughput_tiny runs the same measuring code (common.measure_step) in train mode.
+  out_path = tmp_path / "accelerator.json"
+  out, rows = run_main(accelerator, monkeypatch, capsys, "--size", "tiny", "--mode", "forward",
+                       "--dtypes",
+                       "float32", "--steps", "1", "--warmup", "0", "--peak_tflops", "1",
+                       "--data_root", str(synthmusic_tiny), "--pipeline_batches", "2",
+                       "--pipeline_warmup", "1", "--out", str(out_path))
+  assert [row[0] for row in rows] == ["float32"], out
+  result = json.loads(out_path.read_text())
+  assert (result["config"], result["mode"]) == ("configs/pretrain.py:tiny", "forward")
+  step = result["results"]["float32"]
+  assert "error" not in step, step
+  assert step["batch"] == 2 and step["dtype"] == "float32" and step["params"] > 0
+  for key in ("step_s", "examples_per_s", "flops_per_step", "flops_per_example",
+              "achieved_flops", "mfu", "compile_s", "peak_memory_mib", "peak_rss_mib"):
+    assert math.isfinite(step[key]) and step[key] > 0, (key, step[key])
+  assert step["peak_memory_source"] == "rss"  # the CPU backend reports no allocator peak
+  pipeline = result["input_pipeline"]
+  assert "error" not in pipeline, pipeline
+  assert pipeline["batch"] == 2 and pipeline["examples_per_s"] > 0
+
+
+def test_apply_overrides():
+  config = versus_release.load_config("configs/pretrain.py:tiny,variant=release",
+                                      versus_release.RELEASE_WORK_OVERRIDES)
+  assert config.model.variant == "release"
+  assert config.optim.name == "bert_adam" and config.optim.weight_decay == 0.01  # use_bert_adam
+  assert config.model.pose.stgcn_input == "features"  # the model reads cached ST-GCN features
+  assert config.data.pose_window == 3 and config.model.input.pose_window == 3  # linked keys
+  with pytest.raises(KeyError):
+    common.apply_overrides(config, ["model.pose.no_such_key=1"])
+
+
+def test_versus_release_quoted_rows():
+  row = versus_release.release_row("train", 1)
+  assert row[:4] == ["PyTorch release (quoted)", "train", "1", "13.2 (12.7–14.6)"]
+  assert versus_release.release_row("forward", 1)[3] == "3.3–3.5"
+  assert versus_release.release_row("forward", 2) is None
+
+
+def test_versus_release_tiny(monkeypatch, capsys):
+  # Evaluation forward only (each training step would cost ~1-2 min of compiling); at batch 2 the
+  # default row's programs are the accelerator test's, served by the shared compilation cache.
+  out, rows = run_main(versus_release, monkeypatch, capsys, "--size", "tiny", "--batch_sizes",
+                       "2", "--modes", "forward", "--steps", "1", "--warmup", "0")
+  assert [row[0] for row in rows] == ["ours, default", "ours, release's work"], out
+  for row in rows:
+    assert row[1:3] == ["forward", "2"], out
+    assert float(row[3]) > 0 and float(row[4]) > 0 and float(row[7]) > 0, out
+  assert "PyTorch release (quoted)" not in out  # quoted figures are for the paper size only
 
 
 def test_scaling_two_simulated_devices(monkeypatch, capsys):

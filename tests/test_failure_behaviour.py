@@ -270,6 +270,7 @@ def test_a_jpeg_broken_after_validation_exits_naming_it(synthmusic_tiny, tmp_pat
     frame.write_bytes(b"\0" * stat.st_size)
     os.utime(frame, ns=(stat.st_atime_ns, stat.st_mtime_ns))
   rc, stderr, _ = run_main(f"--workdir={workdir}", f"--config.data.root={data}",
+                           f"--config.data.validation_cache={cache}",
                            "--config.eval.at_end=False", timeout=RUN_S)
   assert rc == 1, stderr[-3000:]
   assert any(str(data / "frames") in line for line in error_lines(stderr)), stderr[-3000:]

@@ -4,6 +4,7 @@
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 import numpy as np
 
 from configs.parts.train import add_train_config, use_bert_adam
@@ -83,3 +84,22 @@ def test_bert_adam_with_lr_multipliers_builds():
   ratio = updates["a"]["kernel"] / updates["b"]["kernel"]
   np.testing.assert_allclose(np.asarray(ratio), 0.1, rtol=1e-5)
   assert float(schedule(0)) == 0.0 and float(schedule(1)) > 0.0
+
+
+def test_frozen_parameters_never_change_even_with_weight_decay():
+  config = use_bert_adam(add_train_config(ml_collections.ConfigDict()))
+  config.optim.learning_rate = 0.1
+  config.optim.warmup_proportion = 0.0
+  params = {"pose_encoder": {"stgcn": {"kernel": np.ones((3, 3), np.float32)},
+                             "feature_projection": {"kernel": np.ones((3, 3), np.float32)}},
+            "pose_encoder_extra": {"kernel": np.ones((3, 3), np.float32)}}
+  tx, _ = optimizers.make_optimizer(config.optim, 10, frozen=("pose_encoder/stgcn",))
+  state = tx.init(params)
+  grads = jax.tree.map(lambda p: np.full_like(p, 0.5), params)
+  for _ in range(3):
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(params["pose_encoder"]["stgcn"]["kernel"], np.ones((3, 3)))
+  # A sibling whose name merely starts with the prefix is trained.
+  assert not np.allclose(params["pose_encoder_extra"]["kernel"], 1.0)
+  assert not np.allclose(params["pose_encoder"]["feature_projection"]["kernel"], 1.0)

@@ -12,7 +12,7 @@ and BatchNorm scales).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -141,14 +141,30 @@ def param_group_labels(multipliers: Mapping[str, float]) -> Callable[[Any], Any]
   return label
 
 
+def freeze(tx: optax.GradientTransformation, prefixes: Sequence[str]
+           ) -> optax.GradientTransformation:
+  """tx for every parameter except those whose path ('a/b/kernel') starts with one of the
+  prefixes: their updates are zero (no gradient step, no weight decay, no moments kept)."""
+
+  def label(params):
+    def leaf_label(path, _):
+      name = "/".join(str(getattr(k, "key", k)) for k in path)
+      return "frozen" if any(name == p or name.startswith(p + "/") for p in prefixes) \
+          else "trainable"
+    return jax.tree_util.tree_map_with_path(leaf_label, params)
+
+  return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, label)
+
+
 def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
-                   param_names: list[str] | None = None
+                   param_names: list[str] | None = None, frozen: Sequence[str] = ()
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns (optimiser, schedule of the base learning rate) for config.optim.
 
   Per-module learning rates: optim.lr_multipliers maps a top-level parameter collection name
   (e.g. the pretrained visual backbone) to a factor on the base schedule. Names that are not in
-  the model (param_names) are an error rather than silently ignored.
+  the model (param_names) are an error rather than silently ignored. frozen: parameter path
+  prefixes that never change (tasks' Task.frozen).
   """
   schedule = make_schedule(optim, total_steps)
   multipliers = dict(optim.lr_multipliers)
@@ -166,6 +182,8 @@ def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
     tx = optax.multi_transform(transforms, param_group_labels(multipliers))
   else:
     tx = _base_optimizer(optim, schedule)
+  if frozen:
+    tx = freeze(tx, tuple(frozen))
   if optim.grad_clip_norm and optim.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(float(optim.grad_clip_norm)), tx)
   return tx, schedule

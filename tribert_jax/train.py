@@ -40,7 +40,9 @@ from tribert_jax import checkpointing
 from tribert_jax import initialization
 from tribert_jax import monitoring
 from tribert_jax import optimizers
+from tribert_jax import pose_feature_cache
 from tribert_jax import sharding
+from tribert_jax import validation
 from tribert_jax.tasks import registry
 from tribert_jax.tasks.base import Task
 from tribert_jax.train_state import TrainState
@@ -151,10 +153,11 @@ def train_batches(config: ml_collections.ConfigDict, start_batch: int
 
 
 def set_validation_cache(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """config.data.validation_cache "" -> WORKDIR/clip_validation.json (clip validations are
-  cached there, by file size and mtime, so a resumed run does not decode every frame again)."""
+  """config.data.validation_cache "" -> $TRIBERT_VALIDATION_CACHE or WORKDIR/clip_validation.json
+  (clip validations are cached there, by file size and mtime, so a resumed run does not decode
+  every frame again)."""
   if "validation_cache" in config.data and not config.data.validation_cache:
-    config.data.validation_cache = os.path.join(workdir, "clip_validation.json")
+    config.data.validation_cache = validation.default_validation_cache(workdir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,8 +180,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   "history": [(step, train scalars) for every logged step]}.
   """
   set_validation_cache(config, workdir)
-  write_config(config, workdir)
   prepare.prepare_dataset(config, jax.process_index())
+  if pose_feature_cache.enabled(config):
+    pose_feature_cache.ensure_cache(config, workdir)  # sets config.data.pose_features_dir
+  write_config(config, workdir)
   writer = monitoring.create_writer(workdir)
   writer.write_hparams(monitoring.flat_hparams(config))
   mesh = sharding.make_mesh(config.mesh)
@@ -188,7 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   total_steps = int(config.num_train_steps)
   # Parameter names for the per-module learning-rate check, from the abstract init.
   param_names = list(jax.eval_shape(task.init_variables, jax.random.PRNGKey(0))["params"])
-  tx, schedule = optimizers.make_optimizer(config.optim, total_steps, param_names)
+  tx, schedule = optimizers.make_optimizer(config.optim, total_steps, param_names,
+                                           frozen=task.frozen)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
                                             best_metric=task.best_metric)
   state, shardings, progress = initialization.restore_or_initialize(task, tx, config, mesh,
@@ -286,9 +292,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   """Scores the latest (or the given step's) checkpoint of workdir on config.data.eval_split.
   Read-only until a checkpoint is restored (then the report and scalars are written)."""
   prepare.prepare_dataset(config, jax.process_index())
+  if pose_feature_cache.enabled(config):
+    pose_feature_cache.ensure_cache(config, workdir)
   mesh = sharding.make_mesh(config.mesh)
   task = make_task(config)
-  tx, _ = optimizers.make_optimizer(config.optim, int(config.num_train_steps))
+  tx, _ = optimizers.make_optimizer(config.optim, int(config.num_train_steps),
+                                    frozen=task.frozen)
   _, abstract, shardings, _ = initialization.make_state_initializer(task, tx, config, mesh)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
                                             best_metric=task.best_metric, read_only=True)

@@ -32,6 +32,8 @@ ENUMS = {
     "eval.silent_policy": ("skip", "error"),
     "eval.backend": ("mir_eval", "fast_bss_eval"),
     "init.which": ("best", "latest"),
+    "model.pose.stgcn_input": ("pose", "features"),
+    "pose_features.which": ("best", "latest"),
 }
 # Keys that must be > 0 (integers or floats) when the config has them.
 POSITIVE = ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
@@ -112,6 +114,13 @@ def check_config(config: Any) -> list[str]:
       bad(f"init.parts.{name}.checkpoint", parts[name].checkpoint,
           f"cannot be combined with config.init.checkpoint={whole!r} (the whole model from "
           "one checkpoint): set one of them")
+  present, stgcn_input = lookup(config, "model.pose.stgcn_input")
+  _, pose_on = lookup(config, "model.pose.enabled")
+  _, feature_source = lookup(config, "pose_features.checkpoint")
+  if present and stgcn_input == "features" and pose_on and not feature_source:
+    bad("pose_features.checkpoint", feature_source,
+        "config.model.pose.stgcn_input='features' reads features of a frozen ST-GCN: set it to "
+        "a pose_pretrain workdir")
   present, source = lookup(config, "data.source")
   _, root = lookup(config, "data.root")
   if present and source == "folder" and not root:
@@ -207,9 +216,17 @@ def splits_needed(config: Any, mode: str) -> dict[str, str]:
   return needed
 
 
+# A clip-validation cache shared by every run that does not name one (many runs on one dataset,
+# a test session): entries are keyed by file path, size and mtime, so sharing is safe.
+SHARED_VALIDATION_CACHE_ENV = "TRIBERT_VALIDATION_CACHE"
+
+
 def default_validation_cache(workdir: str | None) -> str:
-  """WORKDIR/clip_validation.json: where clip validations are cached when
-  config.data.validation_cache is "" ("" without a workdir)."""
+  """Where clip validations are cached when config.data.validation_cache is "":
+  $TRIBERT_VALIDATION_CACHE if set, else WORKDIR/clip_validation.json ("" without either)."""
+  shared = os.environ.get(SHARED_VALIDATION_CACHE_ENV, "")
+  if shared:
+    return shared
   return os.path.join(workdir, "clip_validation.json") if workdir else ""
 
 

@@ -98,6 +98,11 @@ def get_model_config(size: str = "paper", variant: str = "paper") -> ml_collecti
   # True = stop gradients into the ST-GCN and use its BatchNorm running stats inside TriBERT.
   # False = train it end to end with the rest (our option; cheaper than two phases).
   p.freeze_stgcn = False
+  # What the pose encoder reads: "pose" = the pose window, through its own ST-GCN in every step;
+  # "features" = the paper's and release's way: features of a frozen, separately trained ST-GCN
+  # (config.pose_features.checkpoint), computed once per clip and cached
+  # (tribert_jax/pose_feature_cache.py); the model then has no ST-GCN and the step skips it.
+  p.stgcn_input = "pose"
   p.box_embedding = True  # release: Linear(5 -> width) embedding of the person's keypoint box
   p.dropout = 0.1  # dropout on the pose token embeddings
 

@@ -72,6 +72,14 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   # the keypoints beforehand; freeze it with model.pose.freeze_stgcn).
   parts.pose = _init_part(("stgcn", "pose_encoder/stgcn"))
 
+  # Frozen ST-GCN features (model.pose.stgcn_input="features"): the pose_pretrain workdir whose
+  # ST-GCN computes them, and where the cache goes ("" = WORKDIR/pose_features; a folder per
+  # ST-GCN weights inside, so a shared cache_root serves several runs and is never stale).
+  pose_features = config.pose_features = ml_collections.ConfigDict()
+  pose_features.checkpoint = ""
+  pose_features.which = "best"
+  pose_features.cache_root = ""
+
   ev = config.eval = ml_collections.ConfigDict()
   ev.mask_type = "binary"  # "binary": threshold the un-warped mask (paper); "ratio": use as is
   ev.threshold = 0.5  # binary mask threshold

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from data_pipeline.layout import schema, skeleton
 from data_pipeline.layout.schema import IMAGENET_MEAN, IMAGENET_STD
+from data_pipeline.loading import pose_features as pose_feature_store
 from data_pipeline.loading import sources
 
 
@@ -29,6 +30,11 @@ def make_loader(config, info: schema.DatasetInfo,
   std = tf.constant(IMAGENET_STD, tf.float32)
   flip_permutation = tf.constant(skeleton.FLIP_PERMUTATION, tf.int32)
   pose_frame_index = tf.constant(window // 2 - num_frames // 2 + np.arange(num_frames), tf.int32)
+  # Frozen ST-GCN features precomputed per clip (config.pose_features_dir), or None.
+  features = pose_feature_store.open_store(config, records)
+  if features is not None and features.persons != persons:
+    raise ValueError(f"pose feature cache {config.pose_features_dir} holds "
+                     f"{features.persons} persons, config.data.max_persons = {persons}")
 
   def decode_jpeg(data: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
     """Decodes one frame, failing with the file name on a corrupt / truncated JPEG."""
@@ -75,7 +81,7 @@ def make_loader(config, info: schema.DatasetInfo,
 
   def load_example(plan: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """One example from its plan (pure function of the plan: no randomness here)."""
-    frames, poses, masks, waves = [], [], [], []
+    frames, poses, masks, waves, pose_features = [], [], [], [], []
     for n in range(num_mix):
       row = plan["clip_index"][n]
       center = plan["center_frame"][n]
@@ -86,10 +92,14 @@ def make_loader(config, info: schema.DatasetInfo,
       pose, mask = load_pose(row, center, flip)
       poses.append(pose)
       masks.append(mask)
+      if features is not None:
+        feature = tf.numpy_function(features.features, [row, center, flip], tf.float32,
+                                    stateful=False)
+        pose_features.append(tf.ensure_shape(feature, [num_frames, persons, features.width]))
       waves.append(tf.ensure_shape(audio, [length]))
     # Mixing scale: gain (training volume jitter), clip like Sound-of-Pixels, divide by N.
     waveform = tf.clip_by_value(tf.stack(waves) * plan["gain"][:, None], -1.0, 1.0) / num_mix
-    return dict(
+    example = dict(
         frames=tf.stack(frames),  # [N, T, S, S, 3]
         pose=tf.stack(poses),  # [N, P, W, J, 3]
         pose_mask=tf.stack(masks),  # [N, P, W]
@@ -101,6 +111,9 @@ def make_loader(config, info: schema.DatasetInfo,
         clip_index=tf.cast(plan["clip_index"], tf.int32),
         mixture_index=tf.cast(plan["mixture_index"], tf.int32),
     )
+    if features is not None:
+      example["pose_features"] = tf.stack(pose_features)  # [N, T, P, J * C]
+    return example
 
   return load_example
 

@@ -38,6 +38,7 @@ from data_pipeline.loading import pipeline as loading_pipeline
 from data_pipeline import prepare
 from tribert_jax import checkpointing
 from tribert_jax import initialization
+from tribert_jax import pose_feature_cache
 from tribert_jax.models import tribert
 from tribert_jax.tasks import separation
 
@@ -108,6 +109,8 @@ def export_embeddings(config: ml_collections.ConfigDict, workdir: str
     raise ValueError("retrieval export reads the folder layout: set config.data.source=folder "
                      f"and config.data.root (got source {config.data.source!r})")
   prepare.prepare_dataset(config, jax.process_index())
+  if pose_feature_cache.enabled(config):  # a staged-recipe TriBERT reads frozen ST-GCN features
+    pose_feature_cache.ensure_cache(config, workdir)
   variables, step = load_tribert_variables(config)
   splits = tuple(config.export.splits)
   data = config.data.copy_and_resolve_references()

@@ -163,6 +163,15 @@ def keypoint_boxes(keypoints: jax.Array) -> jax.Array:
   return jnp.where(any_visible, box, 0.0)
 
 
+def receptive_radius(blocks, temporal_kernel: int) -> int:
+  """Frames either side of a strided output position that an ST-GCN output depends on."""
+  radius, stride = 0, 1
+  for _, block_stride in blocks:
+    radius += (temporal_kernel - 1) // 2 * stride  # the block's temporal conv, on this grid
+    stride *= block_stride
+  return radius
+
+
 def temporal_feature_index(pose_frame_index: jax.Array, total_stride: int,
                            num_features: int) -> jax.Array:
   """Index of the strided ST-GCN output nearest to each RGB frame's pose-window position."""
@@ -177,21 +186,30 @@ class PoseEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, pose: jax.Array, pose_mask: jax.Array, pose_frame_index: jax.Array,
-               train: bool) -> tuple[jax.Array, jax.Array]:
+               train: bool, pose_features: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+    """pose_features [B,N,T,P,J*C]: the frozen ST-GCN's features at the RGB frames, precomputed
+    (config.model.pose.stgcn_input="features"); the module then has no ST-GCN of its own."""
     cfg = self.config.pose
     dtype, param_dtype = layers.to_dtype(self.config.dtype), layers.to_dtype(self.config.param_dtype)
     b, n, p, w, j, c = pose.shape
     t = pose_frame_index.shape[-1]
-    stgcn = make_stgcn(self.config)
-    # Frozen = the paper's precomputed features: running statistics, no gradient.
-    features = stgcn(pose.reshape(b * n * p, w, j, c), train and not cfg.freeze_stgcn)
-    if cfg.freeze_stgcn:
-      features = jax.lax.stop_gradient(features)
-    w_out, ch = features.shape[1], features.shape[-1]
-    features = features.reshape(b, n, p, w_out, j, ch)
-    index = temporal_feature_index(pose_frame_index, stgcn.total_stride, w_out)  # [B, N, T]
-    features = jnp.take_along_axis(features, index[:, :, None, :, None, None], axis=3)
-    features = features.transpose(0, 1, 3, 2, 4, 5).reshape(b, n, t, p, j * ch)  # [B,N,T,P,J*C]
+    if cfg.get("stgcn_input", "pose") == "features":
+      if pose_features is None:
+        raise ValueError("config.model.pose.stgcn_input='features' needs the batch's "
+                         "pose_features (config.data.pose_features_dir)")
+      features = pose_features.astype(dtype)
+    else:
+      stgcn = make_stgcn(self.config)
+      # Frozen = the paper's precomputed features: running statistics, no gradient.
+      features = stgcn(pose.reshape(b * n * p, w, j, c), train and not cfg.freeze_stgcn)
+      if cfg.freeze_stgcn:
+        features = jax.lax.stop_gradient(features)
+      w_out, ch = features.shape[1], features.shape[-1]
+      features = features.reshape(b, n, p, w_out, j, ch)
+      index = temporal_feature_index(pose_frame_index, stgcn.total_stride, w_out)  # [B, N, T]
+      features = jnp.take_along_axis(features, index[:, :, None, :, None, None], axis=3)
+      features = features.transpose(0, 1, 3, 2, 4, 5).reshape(b, n, t, p, j * ch)  # [B,N,T,P,J*C]
     tokens = layers.dense(self.width, name="feature_projection", dtype=dtype,
                           param_dtype=param_dtype)(features)
     # Keypoints and presence of each person at the RGB frames' positions in the window.

@@ -8,7 +8,7 @@ co-attention, weakly supervised heads, and an attention U-Net that separates the
   outputs, intermediates = model.apply(variables, inputs, train=False)
 
 inputs: frames [B,N,T,S,S,3], pose [B,N,P,W,J,3], pose_mask [B,N,P,W], pose_frame_index [B,N,T],
-mix_warped [B,256,256]. An erased modality (config.model.visual/pose.enabled = False) adds no
+mix_warped [B,256,256], and with model.pose.stgcn_input="features" pose_features [B,N,T,P,J*C]. An erased modality (config.model.visual/pose.enabled = False) adds no
 tokens, no co-attention input, no fused part, no output and hence no loss term; its inputs may
 then be omitted.
 """
@@ -80,7 +80,8 @@ class TriBERT(nn.Module):
       pose_frame_index = inputs["pose_frame_index"]
       n, num_frames = pose_frame_index.shape[1], pose_frame_index.shape[2]
       tokens, valid = PoseEncoder(cfg, tr.pose_width, name="pose_encoder")(
-          inputs["pose"], inputs["pose_mask"], pose_frame_index, train)  # [B,N,T,P,D], [B,N,T,P]
+          inputs["pose"], inputs["pose_mask"], pose_frame_index, train,
+          inputs.get("pose_features"))  # [B,N,T,P,D], [B,N,T,P]
       p = stream_slots["pose"] = tokens.shape[3]
       streams["pose"], masks["pose"] = StreamEmbedding(
           cfg, tr.mask_probability, not train, name="pose_embedding")(
@@ -177,4 +178,9 @@ def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1,
                pose_mask=jnp.ones(shapes["pose_mask"]),
                mix_warped=jax.random.uniform(k[2], shapes["mix_warped"]) ** 2)
   out["pose_frame_index"] = index
+  if config.get("pose") and config.pose.get("stgcn_input", "pose") == "features":
+    width = c.num_joints * config.pose.stgcn_blocks[-1][0]
+    shape = (batch_size, n, c.num_frames, c.num_persons, width)
+    out["pose_features"] = (jnp.zeros(shape) if key is None
+                            else jax.random.normal(k[3], shape))
   return out

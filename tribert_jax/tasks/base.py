@@ -34,3 +34,5 @@ class Task:
   # writes its report into the workdir and its examples to TensorBoard.
   evaluate: Callable[..., dict[str, float]]
   best_metric: str  # summary key that picks the best checkpoint (higher is better)
+  # Parameter path prefixes ("pose_encoder/stgcn") the optimiser leaves untouched (frozen).
+  frozen: tuple[str, ...] = ()

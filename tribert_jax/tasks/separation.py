@@ -50,6 +50,8 @@ def model_inputs(batch: Mapping[str, jax.Array], data_config: Any
   features = spectral.spectral_features(batch["waveform"], batch["mixture"], data_config)
   inputs = dict(frames=batch["frames"], pose=batch["pose"], pose_mask=batch["pose_mask"],
                 pose_frame_index=batch["pose_frame_index"], mix_warped=features["mix_warped"])
+  if "pose_features" in batch:  # frozen ST-GCN features (data.pose_features_dir)
+    inputs["pose_features"] = batch["pose_features"]
   return inputs, features
 
 
@@ -137,4 +139,15 @@ def separation_task(config: ml_collections.ConfigDict, class_names: Sequence[str
     return reports.scalar_metrics(summary)
 
   return Task(model=model, init_variables=init_variables, model_inputs=batch_inputs,
-              loss_fn=loss_fn, predict=separate, evaluate=run_evaluation, best_metric="sdr")
+              loss_fn=loss_fn, predict=separate, evaluate=run_evaluation, best_metric="sdr",
+              frozen=frozen_parameters(config.model))
+
+
+def frozen_parameters(model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Prefixes of parameters that must not change: a frozen in-model ST-GCN (its gradient is
+  stopped, and the optimiser must not decay it either)."""
+  pose = model_config.get("pose")
+  if (model_config.name == "tribert" and pose and pose.enabled and pose.freeze_stgcn
+      and pose.get("stgcn_input", "pose") == "pose"):
+    return ("pose_encoder/stgcn",)
+  return ()
