@@ -223,6 +223,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
   import ast  # pylint: disable=g-import-not-at-top
 
   from configs.parts import train as train_parts  # pylint: disable=g-import-not-at-top
+  from tribert_jax import ablations  # pylint: disable=g-import-not-at-top
   parsed = []
   for override in overrides:
     key, equals, text = override.partition("=")
@@ -235,14 +236,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
     parsed.append((key.strip(), value))
   if ("optim.name", "bert_adam") in parsed:
     train_parts.use_bert_adam(config)
-  for key, value in parsed:
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    if leaf not in node:
-      raise KeyError(f"override {key!r}: the config has no such key")
-    node[leaf] = value
+  ablations.apply_overrides(config, parsed)
   return config
 
 

@@ -113,6 +113,10 @@ def test_versus_release_quoted_rows():
 def test_versus_release_tiny(monkeypatch, capsys):
   # Evaluation forward only (each training step would cost ~1-2 min of compiling); at batch 2 the
   # default row's programs are the accelerator test's, served by the shared compilation cache.
+  # The configurations are measured in this process (the benchmark starts a fresh interpreter
+  # per row only so that peak memory figures do not mix; the accelerator test runs that path).
+  monkeypatch.setattr(common, "run_worker",
+                      lambda module, arguments, timeout_s: versus_release.worker(arguments))
   out, rows = run_main(versus_release, monkeypatch, capsys, "--size", "tiny", "--batch_sizes",
                        "2", "--modes", "forward", "--steps", "1", "--warmup", "0")
   assert [row[0] for row in rows] == ["ours, default", "ours, release's work"], out

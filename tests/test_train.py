@@ -2,19 +2,13 @@
 
 Compile time dominates these runs, so this module asks XLA for its cheapest CPU backend
 optimisation and shares a persistent compilation cache between the runs of one session (the
-pretrain runs below compile the same programs). Multi-device and multi-process runs happen in
-subprocesses with a timeout: a hang is a failure, not a stuck test session.
+pretrain runs below compile the same programs). The multi-device run happens in a subprocess
+with a timeout (tests/train_helpers.py): a hang is a failure, not a stuck test session. Faults:
+test_train_faults.py; two processes: test_train_hosts.py.
 """
 
-import dataclasses
 import json
 import os
-import re
-import socket
-import subprocess
-import sys
-import tempfile
-import textwrap
 
 # Must precede the first compilation of the session (pytest imports every module first).
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -31,38 +25,7 @@ from tribert_jax import checkpointing  # noqa: E402
 from tribert_jax import initialization  # noqa: E402
 from tribert_jax import train  # noqa: E402
 from tribert_jax.tasks import separation  # noqa: E402
-
-COMPILATION_CACHE = os.environ.setdefault(
-    "TRIBERT_TEST_XLA_CACHE", tempfile.mkdtemp(prefix="tribert_test_xla_cache_"))
-jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUBPROCESS_TIMEOUT_S = 420
-
-
-# The pretrain runs use a global batch of 8 so the 8-device run below can be compared with them
-# (and compiles nothing new for the single-device side).
-BATCH = 8
-
-
-def tiny(module, root, **overrides):
-  """The tiny config of a phase on the session's tiny SynthMUSIC (pretrain: batch of 8)."""
-  config = module.get_config("tiny")
-  if module is pretrain:
-    config.data.batch_size = BATCH
-  if config.class_subset.classes:
-    config.class_subset.source_root = str(root)
-    config.data.root = str(root) + "_music11"
-  else:
-    config.data.root = str(root)
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+from train_helpers import BATCH, launch_one_step, one_step_result, tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -144,127 +107,15 @@ def test_finetune_starts_from_the_pretrain_checkpoint(pretrain_run, synthmusic_t
       np.testing.assert_allclose(value, source_flat[path], atol=2e-7, err_msg=path)
 
 
-def test_nan_stops_training_and_keeps_the_last_good_checkpoint(synthmusic_tiny, tmp_path,
-                                                               monkeypatch):
-  real_batches = train.train_batches
-
-  def poisoned(config, start_batch):
-    for index, batch in enumerate(real_batches(config, start_batch), start=start_batch):
-      if index == 1:  # the second step's audio is corrupt
-        batch = dict(batch, waveform=np.full_like(batch["waveform"], np.nan),
-                     mixture=np.full_like(batch["mixture"], np.nan))
-      yield batch
-
-  monkeypatch.setattr(train, "train_batches", poisoned)
-  config = tiny(pretrain, synthmusic_tiny, num_train_steps=3)
-  config.eval.at_end = False
-  with pytest.raises(train.NonFiniteError,
-                     match=r"training step 2: loss terms \[.*separation") as error:
-    train.train_and_evaluate(config, str(tmp_path))
-  # The message names the clips of the failing batch (one mixture of N clips per example).
-  assert "the batch's clips" in str(error.value)
-  assert re.search(r"clips \(this process, one mixture each\): [\w.-]+\+[\w.-]+", str(error.value))
-  tree, progress, step = checkpointing.load_state_tree(str(tmp_path))
-  assert step == 1 and progress["step"] == 1
-  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tree["params"]))
-
-
-def test_the_last_step_is_saved_before_the_final_evaluation(synthmusic_tiny, tmp_path,
-                                                            monkeypatch):
-  """A failing final evaluation (a bad mixture list, a crash in scoring) keeps the run's last
-  step: the save comes first."""
-  real_make_task = train.make_task
-
-  def task_whose_evaluation_fails(config):
-    def evaluate(*args, **kwargs):
-      raise RuntimeError("evaluation failed")
-    return dataclasses.replace(real_make_task(config), evaluate=evaluate)
-
-  monkeypatch.setattr(train, "make_task", task_whose_evaluation_fails)
-  config = tiny(pretrain, synthmusic_tiny, num_train_steps=2)
-  assert config.eval.at_end
-  with pytest.raises(RuntimeError, match="evaluation failed"):
-    train.train_and_evaluate(config, str(tmp_path))
-  _, progress, step = checkpointing.load_state_tree(str(tmp_path))
-  assert step == 2 and progress["step"] == 2
-
-
-# ---------------------------------------------------------------------------------------------
-# Several devices and several processes (subprocesses: fresh XLA flags, bounded time).
-# ---------------------------------------------------------------------------------------------
-
-RUN_ONE_STEP = textwrap.dedent("""
-    import json, os, sys
-    sys.path.insert(0, {repo!r})
-    import jax
-    if {coordinator!r}:
-      jax.distributed.initialize({coordinator!r}, num_processes={num_processes},
-                                 process_id={process_id})
-    jax.config.update("jax_compilation_cache_dir", {cache!r})
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    from configs import pretrain
-    from tribert_jax import train
-    config = pretrain.get_config("tiny")
-    config.data.root = {root!r}
-    config.data.batch_size = {batch_size}
-    config.data.eval_batch_size = {batch_size}
-    config.eval.at_end = {evaluate}
-    config.num_train_steps = 1
-    result = train.train_and_evaluate(config, {workdir!r})
-    print("RESULT " + json.dumps(dict(loss=result["train"]["train/loss"],
-                                      devices=jax.device_count(), eval=result["eval"])))
-""")
-
-
-def _launch(devices, root, workdir, batch_size, evaluate=False, coordinator="",
-            num_processes=1, process_id=0):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-             "--xla_backend_optimization_level=0", CUDA_VISIBLE_DEVICES="",
-             TF_CPP_MIN_LOG_LEVEL="2")
-  code = RUN_ONE_STEP.format(repo=REPO, coordinator=coordinator, num_processes=num_processes,
-                             process_id=process_id, cache=COMPILATION_CACHE, root=str(root),
-                             batch_size=batch_size, evaluate=evaluate, workdir=str(workdir))
-  return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, cwd=REPO)
-
-
-def _result(process):
-  try:
-    output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_S)
-  except subprocess.TimeoutExpired:
-    process.kill()
-    output, _ = process.communicate()
-    pytest.fail(f"subprocess hung (> {SUBPROCESS_TIMEOUT_S} s); output tail:\n{output[-3000:]}")
-  assert process.returncode == 0, output[-5000:]
-  line = [l for l in output.splitlines() if l.startswith("RESULT ")][-1]
-  return json.loads(line[len("RESULT "):])
-
-
 def test_one_and_eight_devices_give_the_same_loss(pretrain_run, synthmusic_tiny, tmp_path):
   # The single-device side is the in-process pretrain run (same config, data and rng). The
   # 8-device run blocks on every step (configs/parts/train.py max_steps_in_flight = 1), which
   # keeps XLA's CPU all-reduce from deadlocking on this 2-core machine.
   _, single_device = pretrain_run
-  eight = _result(_launch(8, synthmusic_tiny, tmp_path / "eight", batch_size=BATCH))
+  eight = one_step_result(launch_one_step(8, synthmusic_tiny, tmp_path / "eight", batch_size=BATCH))
   assert eight["devices"] == 8
   np.testing.assert_allclose(eight["loss"], single_device["history"][0][1]["train/loss"],
                              rtol=1e-5)
-
-
-def test_two_processes_train_one_step_together(synthmusic_tiny, tmp_path):
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  processes = [_launch(1, synthmusic_tiny, tmp_path / "run", batch_size=2, evaluate=True,
-                       coordinator=f"127.0.0.1:{port}", num_processes=2, process_id=i)
-               for i in range(2)]
-  results = [_result(p) for p in processes]
-  assert [r["devices"] for r in results] == [2, 2]
-  assert results[0]["loss"] == results[1]["loss"] and np.isfinite(results[0]["loss"])
-  # Both hosts gathered every host's scores and agree on the metrics.
-  assert results[0]["eval"] == results[1]["eval"]
-  assert results[0]["eval"]["num_mixtures"] >= 2
-  assert os.path.isdir(tmp_path / "run" / "checkpoints" / "1")
 
 
 def test_fresh_state_loads_the_configured_imagenet_resnet(tmp_path):

@@ -34,7 +34,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
     for parent in parents:
       node = node[parent]
     if leaf not in node:
-      raise KeyError(f"ablation override {key}: not a config key")
+      raise KeyError(f"override {key!r}: the config has no such key")
     node[leaf] = value
 
 

@@ -1,0 +1,97 @@
+"""Shared pieces of the training-loop tests (test_train*.py): the tiny config of a phase on the
+session's tiny SynthMUSIC, and one training step in a subprocess with its own XLA flags
+(several devices, several processes), bounded in time: a hang is a failure.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import jax
+import pytest
+
+from configs import pretrain
+
+COMPILATION_CACHE = os.environ.setdefault(
+    "TRIBERT_TEST_XLA_CACHE", tempfile.mkdtemp(prefix="tribert_test_xla_cache_"))
+jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUBPROCESS_TIMEOUT_S = 420
+
+
+# The pretrain runs use a global batch of 8 so the 8-device run (test_train.py) can be compared
+# with them (and compiles nothing new for the single-device side).
+BATCH = 8
+
+
+def tiny(module, root, **overrides):
+  """The tiny config of a phase on the session's tiny SynthMUSIC (pretrain: batch of 8)."""
+  config = module.get_config("tiny")
+  if module is pretrain:
+    config.data.batch_size = BATCH
+  if config.class_subset.classes:
+    config.class_subset.source_root = str(root)
+    config.data.root = str(root) + "_music11"
+  else:
+    config.data.root = str(root)
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+RUN_ONE_STEP = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, {repo!r})
+    import jax
+    if {coordinator!r}:
+      jax.distributed.initialize({coordinator!r}, num_processes={num_processes},
+                                 process_id={process_id})
+    jax.config.update("jax_compilation_cache_dir", {cache!r})
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    from configs import pretrain
+    from tribert_jax import train
+    config = pretrain.get_config("tiny")
+    config.data.root = {root!r}
+    config.data.batch_size = {batch_size}
+    config.data.eval_batch_size = {batch_size}
+    config.eval.at_end = {evaluate}
+    config.num_train_steps = 1
+    result = train.train_and_evaluate(config, {workdir!r})
+    print("RESULT " + json.dumps(dict(loss=result["train"]["train/loss"],
+                                      devices=jax.device_count(), eval=result["eval"])))
+""")
+
+
+def launch_one_step(devices, root, workdir, batch_size, evaluate=False, coordinator="",
+            num_processes=1, process_id=0):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+             "--xla_backend_optimization_level=0", CUDA_VISIBLE_DEVICES="",
+             TF_CPP_MIN_LOG_LEVEL="2")
+  code = RUN_ONE_STEP.format(repo=REPO, coordinator=coordinator, num_processes=num_processes,
+                             process_id=process_id, cache=COMPILATION_CACHE, root=str(root),
+                             batch_size=batch_size, evaluate=evaluate, workdir=str(workdir))
+  return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+def one_step_result(process):
+  try:
+    output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_S)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    output, _ = process.communicate()
+    pytest.fail(f"subprocess hung (> {SUBPROCESS_TIMEOUT_S} s); output tail:\n{output[-3000:]}")
+  assert process.returncode == 0, output[-5000:]
+  line = [l for l in output.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
