@@ -15,6 +15,7 @@ import pytest
 from data_pipeline.ingest import cli, decode, labels
 from data_pipeline.ingest import report as ingest_report
 from data_pipeline.layout import reader, schema, writer
+from tests.media_helpers import make_video, write_inputs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SECONDS = 7.5
@@ -25,27 +26,6 @@ SAMPLE_RATE = 11025
 # ----------------------------------------------------------------------------------------------
 # Input builders
 # ----------------------------------------------------------------------------------------------
-
-
-def make_video(path: pathlib.Path, *, seconds: float = SECONDS, size: str = "320x240",
-               frequency: float | None = 440.0, silent: bool = False,
-               faststart: bool = False) -> pathlib.Path:
-  """Writes an h264 mp4 of a moving test pattern with a stereo AAC sine (or no audio)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  command = [decode.ffmpeg_exe(), "-y", "-hide_banner", "-nostdin", "-loglevel", "error",
-             "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={seconds}"]
-  if silent:
-    command += ["-f", "lavfi", "-i", f"anullsrc=r=44100:cl=stereo:d={seconds}"]
-  elif frequency is not None:
-    command += ["-f", "lavfi", "-i",
-                f"sine=frequency={frequency}:sample_rate=44100:duration={seconds}"]
-  command += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-  if silent or frequency is not None:
-    command += ["-c:a", "aac", "-ac", "2", "-shortest"]
-  if faststart:
-    command += ["-movflags", "+faststart"]  # index first, so a truncated file still opens
-  subprocess.run(command + [str(path)], check=True)
-  return path
 
 
 def make_pose(path: pathlib.Path, num_frames: int, width: int, height: int,
@@ -62,21 +42,6 @@ def make_pose(path: pathlib.Path, num_frames: int, width: int, height: int,
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(records))
   return path
-
-
-def write_inputs(base: pathlib.Path, solo: dict, duet: dict | None,
-                 splits: dict[str, list[str]]) -> dict[str, pathlib.Path]:
-  """Label JSONs and split files in the published formats."""
-  base.mkdir(parents=True, exist_ok=True)
-  (base / "solo.json").write_text(json.dumps({"version": 2.0, "videos": solo}))
-  paths = {"solo_json": base / "solo.json", "split_dir": base / "splits"}
-  if duet is not None:
-    (base / "duet.json").write_text(json.dumps({"version": 1.0, "videos": duet}))
-    paths["duet_json"] = base / "duet.json"
-  paths["split_dir"].mkdir(exist_ok=True)
-  for split, ids in splits.items():
-    (paths["split_dir"] / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-  return paths
 
 
 def read_csv(path: pathlib.Path) -> tuple[list[str], list[dict[str, str]]]:

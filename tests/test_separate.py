@@ -1,18 +1,38 @@
-"""Tests of `python -m tribert_jax.separate` (the separation demo) and of clips without pose
+"""The real-video chain of README "Real MUSIC21 / MUSIC data" end to end (issue 16), tests of
+`python -m tribert_jax.separate` (the separation demo) and of clips without pose
 (config.data.require_pose).
 
-One tiny TriBERT trained for one step and one tiny Sound-of-Pixels trained for one step on a copy
-of the session's SynthMUSIC whose pose was removed for some clips (module-scoped) serve every test.
+The chain runs the documented commands as subprocesses, with tiny settings, on mp4 files
+rendered from the session's SynthMUSIC (h264 + AAC, as downloaded videos are):
+
+  1. python -m data_pipeline.ingest         frames and audio, index without pose
+  2. python -m data_pipeline.extract_pose   the tiny ONNX models of tests/onnx_helpers.py
+  3. python -m data_pipeline.ingest ... --pose_dir ROOT/pose --pose_on_frames   (index with pose)
+  4. python main.py                         one step of TriBERT and one of Sound-of-Pixels (at once)
+  5. python -m tribert_jax.separate         two of the mp4 files mixed, with their pose
+  6. python -m tribert_jax.score            the estimates against the videos' own audio
+
+One training video is black, so the detector finds nobody there: step 3 keeps it without pose
+(--keep_without_pose), Sound-of-Pixels trains on it (--config.data.require_pose=False) and
+TriBERT, which reads pose, skips it (--config.data.skip_bad_clips=True). The chain's two
+workdirs serve every test of this file: each model is trained once here (module-scoped).
 """
 
+from __future__ import annotations
+
 import csv
+import dataclasses
 import html.parser
 import json
+import math
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,17 +40,29 @@ import soundfile
 
 from configs import pretrain
 from configs import sound_of_pixels
-from data_pipeline.ingest import decode
+from data_pipeline.ingest import labels as ingest_labels
 from data_pipeline.layout import reader
+from data_pipeline.layout import schema
 from data_pipeline.loading import preflight
 from data_pipeline.loading import sources
+from tests import media_helpers
+from tests import onnx_helpers
 from tribert_jax import separate
-from tribert_jax import train
 from tribert_jax import validation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RATE = 11025
 TIMEOUT_S = 420
+# The chain's videos: solos of TRAIN_CLASSES + TEST_CLASSES (one class each, so any two clips
+# of a split can be mixed) and one duet in test. VAL_FRACTION of the train ids become val
+# (no val.txt, as in the README): 2 of 6, so val has a 2-source mixture list.
+NUM_TRAIN, NUM_TEST = 6, 2
+VAL_FRACTION = 0.3
+# The chain's detector: one person box in the middle of the 640 x 640 detector input (where
+# SynthMUSIC draws its player on 256 x 256 frames); its score is the box's mean brightness
+# (~0.47 on SynthMUSIC frames, 0 on a black frame), hence --det_threshold 0.2.
+PERSON_BOX_640 = ((192, 32, 448, 608),)
+DET_THRESHOLD = "0.2"
 
 
 def _config(module, root, **overrides):
@@ -52,31 +84,231 @@ def _clip(root, split: str, duet: bool, number: int = 0):
   return [r for r in reader.read_index(root, split) if r.duet == duet][number]
 
 
-@pytest.fixture(scope="module")
-def tribert_workdir(synthmusic_tiny, tmp_path_factory) -> pathlib.Path:
-  """A tiny TriBERT trained for one step (checkpoint 1). Global batch 8 as in test_train.py's
-  pretrain runs: the same train step, so a run of the whole suite can find it in the shared
-  persistent compilation cache."""
-  workdir = tmp_path_factory.mktemp("separate_tribert")
-  train.train_and_evaluate(_config(pretrain, synthmusic_tiny, **{"data.batch_size": 8}),
-                           str(workdir))
-  return workdir
+def _start(*arguments: str) -> tuple[subprocess.Popen, Any, tuple[str, ...]]:
+  """Starts `python ARGUMENTS` in the repository, as a user types it (output to a file, so
+  commands run side by side never block on a full pipe)."""
+  output = tempfile.TemporaryFile("w+")
+  process = subprocess.Popen([sys.executable, *arguments], cwd=REPO, stdout=output,
+                             stderr=subprocess.STDOUT, text=True)
+  return process, output, arguments
+
+
+def _finish(*started: tuple[subprocess.Popen, Any, tuple[str, ...]]) -> list[str]:
+  """Waits for started commands (bounded: a hang is a failure); their output (stdout and
+  stderr), or a failure showing the output of each command that did not exit 0."""
+  outputs, problems = [], []
+  for process, file, arguments in started:
+    status = ""
+    try:
+      process.wait(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+      status = f"ran over {TIMEOUT_S} s and was killed"
+    file.seek(0)
+    outputs.append(file.read())
+    file.close()
+    if status or process.returncode != 0:
+      problems.append(f"python {' '.join(arguments)} {status or f'exited {process.returncode}'}"
+                      f":\n{outputs[-1][-5000:]}")
+  if problems:
+    pytest.fail("\n\n".join(problems))
+  return outputs
+
+
+def _run(*arguments: str) -> str:
+  """`python ARGUMENTS` run to the end: its output; a failure unless it exits 0."""
+  return _finish(_start(*arguments))[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# The chain, steps 1-3: mp4 files -> a dataset root with pose
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+  """The ingested dataset root and what made it."""
+
+  videos: pathlib.Path  # <id>.mp4 files
+  root: pathlib.Path  # ingest --out
+  train: tuple[str, ...]  # video ids per split, as ingestion carved them
+  val: tuple[str, ...]
+  test: tuple[str, ...]  # solos, then the duet
+  dark: str  # the black training video: nobody detected, no pose
+  categories: dict[str, str]  # id -> category folder
+  reports: dict[str, dict]  # ingest, extract_pose, ingest_pose: the reports the steps wrote
+  logs: dict[str, str]  # step -> its stdout + stderr
 
 
 @pytest.fixture(scope="module")
-def videos(synthmusic_tiny, tmp_path_factory) -> list[tuple[pathlib.Path, pathlib.Path]]:
-  """Two SynthMUSIC solos rendered to mp4 (8 fps frames + audio), with their pose JSON."""
-  out = tmp_path_factory.mktemp("videos")
-  made = []
-  for number in (0, 1):
-    record = _clip(synthmusic_tiny, "test", duet=False, number=number)
-    path = out / f"{record.id}.mp4"
-    subprocess.run([decode.ffmpeg_exe(), "-y", "-hide_banner", "-nostdin", "-loglevel", "error",
-                    "-framerate", "8", "-i", str(record.frames / "%06d.jpg"),
-                    "-i", str(record.audio), "-c:v", "libx264", "-preset", "ultrafast",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
-    made.append((path, record.pose))
-  return made
+def chain(synthmusic_tiny, tmp_path_factory) -> Chain:
+  """Steps 1-3 of the chain on mp4 files rendered from the session's SynthMUSIC."""
+  base = tmp_path_factory.mktemp("chain")
+  solos = {}  # category -> its first SynthMUSIC solo
+  for split in schema.SPLITS:
+    for record in reader.read_index(synthmusic_tiny, split):
+      if not record.duet:
+        solos.setdefault(record.category, record)
+  classes = sorted(solos)[:NUM_TRAIN + NUM_TEST]
+  duet = _clip(synthmusic_tiny, "test", duet=True)
+  picked = {solos[c].id: solos[c] for c in classes}
+  picked[duet.id.replace("+", "-")] = duet  # '+' is not a video id character
+  ids = list(picked)
+  train_ids, test_ids = ids[:NUM_TRAIN], ids[NUM_TRAIN:]
+  # Label JSONs and split files in the MUSIC dataset's formats (category names with spaces).
+  inputs = media_helpers.write_inputs(
+      base, {picked[i].category.replace("_", " "): [i] for i in ids[:-1]},
+      {duet.category.replace("+", " ").replace("_", " "): [ids[-1]]},
+      {"train": train_ids, "test": test_ids})
+  # The splits as ingestion will carve them (checked against its index below): the black video
+  # must stay in train.
+  carved, _ = ingest_labels.load_splits(inputs["split_dir"], 0, VAL_FRACTION)
+  dark = carved["train"][-1]
+  for video_id, record in picked.items():
+    media_helpers.render_clip(record.frames, record.audio, base / "videos" / f"{video_id}.mp4",
+                              dark=video_id == dark)
+  models = base / "models"
+  models.mkdir()
+  det = onnx_helpers.make_detector(models / "det.onnx", boxes=PERSON_BOX_640)
+  pose_model = onnx_helpers.make_pose_model(models / "pose.onnx")
+
+  root = base / "music21"
+  ingest = ["-m", "data_pipeline.ingest", "--dataset", "music21", "--videos",
+            str(base / "videos"), "--out", str(root), "--solo_json", str(inputs["solo_json"]),
+            "--duet_json", str(inputs["duet_json"]), "--split_dir", str(inputs["split_dir"]),
+            "--val_fraction", str(VAL_FRACTION), "--workers", "2", "--allow_missing",
+            "--no_progress"]
+  logs, reports = {}, {}
+  # 1) frames and audio
+  logs["ingest"] = _run(*ingest)
+  reports["ingest"] = json.loads((root / "preprocess_report.json").read_text())
+  # 2) pose on the stored frames -> ROOT/pose
+  logs["extract_pose"] = _run("-m", "data_pipeline.extract_pose", "--root", str(root),
+                              "--det_model", str(det), "--pose_model", str(pose_model),
+                              "--det_threshold", DET_THRESHOLD, "--no_progress")
+  reports["extract_pose"] = json.loads((root / "pose" / "extract_pose_report.json").read_text())
+  # 3) the index with pose; the video without anybody stays, without pose
+  logs["ingest_pose"] = _run(*ingest, "--pose_dir", str(root / "pose"), "--pose_on_frames",
+                             "--keep_without_pose")
+  reports["ingest_pose"] = json.loads((root / "preprocess_report.json").read_text())
+  return Chain(videos=base / "videos", root=root, train=tuple(carved["train"]),
+               val=tuple(carved["val"]), test=tuple(test_ids), dark=dark,
+               categories={i: r.category for i, r in picked.items()}, reports=reports,
+               logs=logs)
+
+
+def _video(chain: Chain, video_id: str) -> tuple[pathlib.Path, pathlib.Path]:
+  """(mp4 file, the pose JSON extract_pose wrote for it) of a chain video."""
+  return (chain.videos / f"{video_id}.mp4",
+          chain.root / "pose" / chain.categories[video_id] / f"{video_id}.json")
+
+
+def test_chain_ingests_mp4_files_and_extracts_pose(chain):
+  first, extracted, second = (chain.reports[k] for k in ("ingest", "extract_pose", "ingest_pose"))
+  total = NUM_TRAIN + NUM_TEST + 1
+  assert first["counts"]["processed"] == total and first["counts"]["in_index"] == total
+  assert first["counts"]["without_pose"] == total  # no --pose_dir yet
+  assert first["splits"] == {"train": NUM_TRAIN - 2, "val": 2, "test": NUM_TEST + 1}
+  assert first["val_carved_from_train"] and not first.get("failures")
+  # Pose: everybody but the black video; that one is named, without a file.
+  assert extracted["counts"] == {"videos": total, "written": total - 1, "no_person": 1,
+                                 "failed": 0}
+  assert extracted["no_person"] == [chain.dark] and chain.dark in chain.logs["extract_pose"]
+  assert not _video(chain, chain.dark)[1].exists()
+  # The rerun decodes nothing again and points the index at the pose files.
+  assert second["counts"]["skipped_done"] == total and second["counts"]["processed"] == 0
+  assert second["counts"]["without_pose"] == 1 and not second.get("failures")
+  assert second["splits"] == first["splits"]
+  assert second["mixtures"]["val_mixtures_n2"] == 1 and second["mixtures"]["test_mixtures_n2"] > 0
+  info = reader.read_labels(chain.root)
+  assert info.dataset == "music21" and info.sample_rate == RATE and info.fps == 8
+  for split, ids in (("train", chain.train), ("val", chain.val), ("test", chain.test)):
+    records = reader.read_index(chain.root, split)
+    assert sorted(r.id for r in records) == sorted(ids)
+    for record in records:
+      clip = reader.validate_clip(record, RATE, 8.0, 65535, 3, require_pose=False)
+      assert record.num_frames == 80 and (clip.frame_width, clip.frame_height) == (256, 256)
+      if record.id == chain.dark:
+        assert record.pose is None and not clip.has_pose
+        continue
+      assert record.pose == _video(chain, record.id)[1]
+      track = reader.load_pose(record.pose, record.num_frames, 256, 256)
+      assert track.num_tracks == 1 and track.mask[0].all()
+  [duet] = [r for r in reader.read_index(chain.root, "test") if r.duet]
+  assert duet.category == chain.categories[chain.test[-1]] and len(duet.labels) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Step 4: one training step of each model on the ingested root
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  workdir: pathlib.Path
+  log: str  # stdout + stderr of main.py
+
+
+@pytest.fixture(scope="module")
+def trainings(chain, tmp_path_factory) -> dict[str, Run]:
+  """One step of TriBERT (tiny) and one of Sound-of-Pixels (tiny) on the chain's root, both
+  processes at once (each compiles on its own core).
+
+  TriBERT: global batch 8 as in test_train.py's pretrain runs, the same train step, so a run of
+  the whole suite can find it in the shared persistent compilation cache; it reads pose, so the
+  video without pose is skipped. Sound-of-Pixels trains on that video too (pose masked)."""
+  common = ("--config.dataset=music21", f"--config.data.root={chain.root}",
+            "--config.num_train_steps=1", "--config.eval.at_end=False")
+  workdirs = {"tribert": tmp_path_factory.mktemp("chain_tribert"),
+              "sop": tmp_path_factory.mktemp("chain_sop")}
+  started = [
+      _start("main.py", "--config=configs/pretrain.py:tiny", f"--workdir={workdirs['tribert']}",
+             *common, "--config.data.batch_size=8", "--config.data.skip_bad_clips=True"),
+      _start("main.py", "--config=configs/sound_of_pixels.py:tiny",
+             f"--workdir={workdirs['sop']}", *common, "--config.data.require_pose=False")]
+  logs = _finish(*started)
+  return {name: Run(workdirs[name], log) for name, log in zip(workdirs, logs)}
+
+
+@pytest.fixture(scope="module")
+def tribert_run(trainings) -> Run:
+  return trainings["tribert"]
+
+
+@pytest.fixture(scope="module")
+def tribert_workdir(tribert_run) -> pathlib.Path:
+  return tribert_run.workdir
+
+
+@pytest.fixture(scope="module")
+def sop_run(trainings) -> Run:
+  return trainings["sop"]
+
+
+def _check_trained(run: Run, phase: str) -> None:
+  """Checkpoint 1 and the run's config in the workdir, a finite loss in the log."""
+  assert (run.workdir / "checkpoints" / "1").is_dir(), sorted(os.listdir(run.workdir))
+  config = json.loads((run.workdir / "config.json").read_text())
+  assert config["phase"] == phase and config["dataset"] == "music21"
+  losses = re.findall(r"step 1/1: loss (\S+),", run.log)
+  assert len(losses) == 1 and math.isfinite(float(losses[0])), run.log[-3000:]
+
+
+def test_chain_trains_tribert_skipping_the_video_without_pose(chain, tribert_run):
+  _check_trained(tribert_run, "pretrain")
+  assert f"skipping bad clip {chain.dark}" in tribert_run.log, tribert_run.log[-3000:]
+
+
+def test_sound_of_pixels_trains_on_clips_without_pose(chain, sop_run):
+  _check_trained(sop_run, "sound_of_pixels")
+  assert "clips without pose: 1;" in sop_run.log, sop_run.log[-3000:]
+  assert "skipping bad clip" not in sop_run.log
+
+
+# ----------------------------------------------------------------------------------------------
+# Steps 5-6: separate two of the mp4 files, score the estimates against their own audio
+# ----------------------------------------------------------------------------------------------
 
 
 class _Links(html.parser.HTMLParser):
@@ -118,18 +350,32 @@ def _check_outputs(out: pathlib.Path, num_sources: int, seconds: float, original
   return record, page
 
 
-def test_players_of_a_duet_clip_from_its_pose_boxes(tribert_workdir, synthmusic_tiny, tmp_path):
-  # In-process, first: the subprocess run below then finds the same program in the session's
-  # persistent compilation cache.
+@pytest.fixture
+def synthmusic_labelled_workdir(tribert_workdir, tmp_path) -> pathlib.Path:
+  """The chain's TriBERT run as if trained on SynthMUSIC (config.json's dataset): what the
+  demo says about such checkpoints. Checkpoints are hard links; the chain's run is unchanged."""
+  workdir = tmp_path / "synthmusic_run"
+  shutil.copytree(tribert_workdir, workdir, copy_function=os.link,
+                  ignore=shutil.ignore_patterns("config.json"))
+  config = json.loads((tribert_workdir / "config.json").read_text())
+  (workdir / "config.json").write_text(json.dumps({**config, "dataset": "synthmusic"}))
+  return workdir
+
+
+def test_players_of_a_duet_clip_from_its_pose_boxes(synthmusic_labelled_workdir,
+                                                    synthmusic_tiny, tmp_path):
+  # In-process, before the subprocess of step 5: that run then finds the same program in the
+  # session's persistent compilation cache.
   duet = _clip(synthmusic_tiny, "test", duet=True)
   out = tmp_path / "players"
-  code = separate.main([f"--workdir={tribert_workdir}", f"--out={out}",
+  code = separate.main([f"--workdir={synthmusic_labelled_workdir}", f"--out={out}",
                         f"--players={duet.frames}", "--seconds=3"])
   assert code == 0
-  record, _ = _check_outputs(out, 2, 3.0, originals=False)
+  record, page = _check_outputs(out, 2, 3.0, originals=False)
   assert record["mode"] == "players" and (out / record["overview"]).is_file()
   origins = [s["origin"] for s in record["sources"]]
   assert all(o.startswith("pose track ") for o in origins) and origins[0] != origins[1]
+  assert "SynthMUSIC" in page and "not real recordings" in page
 
 
 def test_players_from_given_boxes_take_the_overlapping_track(synthmusic_tiny, tmp_path):
@@ -152,26 +398,77 @@ def test_players_from_given_boxes_take_the_overlapping_track(synthmusic_tiny, tm
     players.parse_boxes("1,2,3")
 
 
-def test_mix_and_separate_two_mp4_files(tribert_workdir, videos, tmp_path):
+@dataclasses.dataclass(frozen=True)
+class Separated:
+  out: pathlib.Path
+  output: str  # the command's stdout and stderr
+  workdir_before: list[str]
+  workdir_after: list[str]
+
+
+@pytest.fixture(scope="module")
+def separated(chain, tribert_workdir, tmp_path_factory) -> Separated:
+  """Step 5: two test-split mp4 files mixed and separated by the chain's TriBERT, with the pose
+  JSONs of step 2."""
+  (a, pose_a), (b, pose_b) = (_video(chain, i) for i in chain.test[:2])
+  out = tmp_path_factory.mktemp("separated") / "mix"
   before = sorted(os.listdir(tribert_workdir))
-  out = tmp_path / "mix"
-  (a, pose_a), (b, pose_b) = videos
-  result = subprocess.run(
-      [sys.executable, "-m", "tribert_jax.separate", f"--workdir={tribert_workdir}",
-       f"--out={out}", "--mix", str(a), str(b), "--poses", str(pose_a), str(pose_b),
-       "--seconds=7"], cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "index.html" in result.stdout
+  output = _run("-m", "tribert_jax.separate", f"--workdir={tribert_workdir}", f"--out={out}",
+                "--mix", str(a), str(b), "--poses", str(pose_a), str(pose_b), "--seconds=7")
+  return Separated(out, output, before, sorted(os.listdir(tribert_workdir)))
+
+
+def test_mix_and_separate_two_mp4_files(chain, separated):
+  out = separated.out
+  assert "index.html" in separated.output
   record, page = _check_outputs(out, 2, 7.0, originals=True)
   assert record["step"] == 1 and record["model"] == "tribert" and record["windows"] == 2
+  assert [s["name"] for s in record["sources"]] == list(chain.test[:2])
+  assert [s["origin"] for s in record["sources"]] == [
+      f"central square, pose {i}.json" for i in chain.test[:2]]
   # TriBERT exposes its visual attention: shown over the input frames.
   assert all("attention" in s and "predicted_class" in s for s in record["sources"])
-  assert "SynthMUSIC" in page and "not real recordings" in page
-  assert sorted(os.listdir(tribert_workdir)) == before  # nothing written outside --out
+  assert "trained on (music21)" in page and "SynthMUSIC" not in page
+  assert separated.workdir_after == separated.workdir_before  # nothing written outside --out
 
 
-def test_errors_name_the_file(tribert_workdir, synthmusic_tiny, videos, tmp_path, capsys):
-  (a, _), (b, _) = videos
+def test_score_the_separated_wavs_against_the_videos_own_audio(separated, tmp_path):
+  """Step 6: the estimates against the originals that went into the mix (mode a writes them),
+  in score's <mixture>/<source>.wav convention."""
+  out = separated.out
+  estimates, references, mixtures = (tmp_path / name for name in ("est", "ref", "mix"))
+  for folder in (estimates / "mix1", references / "mix1", mixtures):
+    folder.mkdir(parents=True)
+  for original in sorted(out.glob("original_*.wav")):
+    name = original.name[len("original_"):]
+    shutil.copy(original, references / "mix1" / name)
+    shutil.copy(out / f"estimate_{name}", estimates / "mix1" / name)
+  shutil.copy(out / "mixture.wav", mixtures / "mix1.wav")
+  record = json.loads((out / "separation.json").read_text())
+  assert sorted(os.listdir(references / "mix1")) == sorted(
+      s["wav"][len("estimate_"):] for s in record["sources"])
+  report_dir = tmp_path / "score"
+  output = _run("-m", "tribert_jax.score", f"--estimates={estimates}",
+                f"--references={references}", f"--mixtures={mixtures}", f"--out={report_dir}",
+                "--num_workers=1")
+  report = json.loads((report_dir / "score.json").read_text())
+  assert not report["skipped"], report["skipped"]  # no silent estimate
+  assert len(report["files"]) == 2
+  finite = lambda x: x is not None and math.isfinite(x)  # noqa: E731  (NaN is written null)
+  for row in report["files"]:
+    assert row["status"] == "ok" and finite(row["sdr"]) and finite(row["mixture_sdr"]), row
+  summary = report["summary"]
+  assert summary["num_scored"] == 1 and finite(summary["sdr"]) and finite(
+      summary["sdr_improvement"]), summary
+  table = (report_dir / "score.md").read_text()
+  assert "## Per file" in table and all(f"| mix1 | {n} |" in table
+                                        for n in os.listdir(references / "mix1"))
+  assert "## Per file" in output
+  assert sorted(os.listdir(report_dir)) == ["score.json", "score.md"]
+
+
+def test_errors_name_the_file(tribert_workdir, chain, synthmusic_tiny, tmp_path, capsys):
+  a, b = (_video(chain, i)[0] for i in chain.test[:2])
   missing = tmp_path / "nope.mp4"
   assert separate.main([f"--workdir={tribert_workdir}", f"--out={tmp_path / 'o1'}",
                         "--mix", str(missing), str(b)]) == 1
@@ -269,22 +566,10 @@ def test_validation_refuses_require_pose_false_for_models_that_read_pose():
     sources.open_source(sop.data, "train", sources.PipelineStats())
 
 
-@pytest.fixture(scope="module")
-def sop_workdir(no_pose_root, tmp_path_factory):
-  """Sound-of-Pixels trained one step on the copy with clips without pose."""
-  root, _, _ = no_pose_root
+def test_clips_without_pose_or_detection_are_counted_and_masked(no_pose_root):
+  root, without, nobody = no_pose_root
   config = _config(sound_of_pixels, root, **{"data.require_pose": False})
   assert validation.check_config(config) == []
-  workdir = tmp_path_factory.mktemp("separate_sop")
-  result = train.train_and_evaluate(config, str(workdir))
-  return workdir, config, result
-
-
-def test_sound_of_pixels_trains_on_clips_without_pose(no_pose_root, sop_workdir):
-  root, without, nobody = no_pose_root
-  _, config, result = sop_workdir
-  assert result["step"] == 1
-  assert all(np.isfinite(v) for _, scalars in result["history"] for v in scalars.values())
   report = preflight.check(config.data, ["train"], 2, "")
   assert report["splits"]["train"]["clips_without_pose"] == 3
   assert report["splits"]["train"]["clips_without_detection"] == 1
@@ -299,16 +584,16 @@ def test_sound_of_pixels_trains_on_clips_without_pose(no_pose_root, sop_workdir)
     assert not mask.any() and not keypoints.any(), record.id
 
 
-def test_sound_of_pixels_checkpoint_separates_clips_without_pose(no_pose_root, sop_workdir,
-                                                                tmp_path):
-  _, without, _ = no_pose_root
-  workdir, _, _ = sop_workdir
-  partner = _clip(no_pose_root[0], "test", duet=False, number=1)
+def test_sound_of_pixels_checkpoint_separates_clips_without_pose(chain, sop_run, tmp_path):
+  # The chain's black video (no pose file) as a clip folder of the root, with a partner.
+  dark = chain.root / "frames" / chain.categories[chain.dark] / chain.dark
+  partner = chain.root / "frames" / chain.categories[chain.test[0]] / chain.test[0]
   out = tmp_path / "sop"
-  assert separate.main([f"--workdir={workdir}", f"--out={out}", "--mix", str(without[0].frames),
-                        str(partner.frames), "--seconds=2"]) == 0
+  assert separate.main([f"--workdir={sop_run.workdir}", f"--out={out}", "--mix", str(dark),
+                        str(partner), "--seconds=2"]) == 0
   record, page = _check_outputs(out, 2, 2.0, originals=True)
   assert record["model"] == "sound_of_pixels"
   assert not any("attention" in s for s in record["sources"])
   assert "exposes no visual attention map" in page
-  assert record["sources"][0]["origin"] == "no pose (masked)"
+  assert [s["origin"] for s in record["sources"]] == [
+      "no pose (masked)", f"central square, pose {chain.test[0]}.json"]

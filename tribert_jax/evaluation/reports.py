@@ -9,8 +9,6 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from tribert_jax import monitoring
-
 
 def write_json(summary: Mapping[str, Any], workdir: str, name: str) -> str:
   """Writes WORKDIR/eval/NAME.json (process 0 only); returns its path."""
@@ -89,4 +87,7 @@ def write_examples(writer: Any, step: int, examples: Sequence[Mapping[str, np.nd
                    sample_rate: int) -> None:
   """TensorBoard audio/images of the fixed example mixtures (process 0 writes)."""
   if examples and jax.process_index() == 0:
+    # Imported here: monitoring pulls in TensorFlow (clu's summary writer), which the table
+    # reports (python -m tribert_jax.score) do not need.
+    from tribert_jax import monitoring  # pylint: disable=g-import-not-at-top
     monitoring.write_separation_examples(writer, step, examples, sample_rate)
