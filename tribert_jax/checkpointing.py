@@ -86,12 +86,31 @@ def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
                       abstract_state, shardings)
 
 
+def _local_leaf_finite(leaf: Any) -> bool:
+  """Whether this process's copy of one leaf is finite (non-float leaves: True). Each shard is
+  read once (replica 0 of it, where this process holds that replica)."""
+  if isinstance(leaf, jax.Array):
+    if not jnp.issubdtype(leaf.dtype, jnp.floating):
+      return True
+    return all(np.isfinite(np.asarray(shard.data)).all() for shard in leaf.addressable_shards
+               if shard.replica_id == 0)
+  array = np.asarray(leaf)
+  return not jnp.issubdtype(array.dtype, jnp.floating) or bool(np.isfinite(array).all())
+
+
 def all_finite(tree: Any) -> bool:
-  """True when every floating-point leaf of tree is finite (one fused reduction)."""
-  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
-  if not leaves:
-    return True
-  return bool(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])))
+  """True when every floating-point leaf of tree is finite, agreed by every process.
+
+  Checked on the host: each process reads its own shards, then the processes exchange one flag.
+  (On the device, op by op, each distinct leaf shape cost a small compile: ~12 s for the first
+  save of a tiny TriBERT state on 2 cores; one jitted reduction over the ~1000 leaves compiled
+  for 8.5 s.)
+  """
+  local = all(_local_leaf_finite(leaf) for leaf in jax.tree.leaves(tree))
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(local))))
 
 
 class Checkpointer:
