@@ -24,13 +24,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBPROCESS_TIMEOUT_S = 420
 
 
-# The pretrain runs use a global batch of 8 so the 8-device run (test_train.py) can be compared
-# with them (and compiles nothing new for the single-device side).
-BATCH = 8
+# The pretrain runs use the tiny config's global batch of 2, split one per device by the
+# two-device run (test_train.py) and the two processes (test_train_hosts.py); the tiny trainings
+# of other modules (retrieval, ablations) compile the same programs (session XLA cache).
+BATCH = 2
 
 
 def tiny(module, root, **overrides):
-  """The tiny config of a phase on the session's tiny SynthMUSIC (pretrain: batch of 8)."""
+  """The tiny config of a phase on the session's tiny SynthMUSIC (pretrain: batch BATCH)."""
   config = module.get_config("tiny")
   if module is pretrain:
     config.data.batch_size = BATCH
