@@ -63,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.decay = "constant"
     config.num_train_steps = 60
     config.eval_every_steps = 60
+    config.eval.quick_every_steps = 20
     config.checkpoint_every_steps = 30
   elif size == "tiny":
     train_config.shrink_for_tests(config)

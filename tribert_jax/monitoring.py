@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Mapping, Sequence
 
 from clu import metric_writers
@@ -33,6 +35,15 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
   if jax.process_index() > 0:
     return metric_writers.MultiWriter([])
   return metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])
+
+
+def append_json_line(path: str, record: Mapping[str, Any]) -> None:
+  """Appends one JSON object as a line of PATH (process 0 only; creates the folder)."""
+  if jax.process_index() > 0:
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "a") as file:
+    file.write(json.dumps(dict(record)) + "\n")
 
 
 def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:

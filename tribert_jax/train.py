@@ -233,6 +233,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       check_finite(step, host, clip_ids)
       logged.append(host)
 
+  quick_every = int(config.eval.get("quick_every_steps", 0) or 0)
+  quick_history: list[tuple[int, dict[str, float]]] = []
+  run_start, eval_seconds = time.monotonic(), 0.0
+
+  def quick_evaluation(step: int) -> None:
+    """The cheap periodic evaluation (config.eval.quick_*): TensorBoard + one JSON line."""
+    nonlocal eval_seconds
+    start = time.monotonic()
+    scalars = task.quick_evaluate(state, mesh)
+    eval_seconds += time.monotonic() - start
+    writer.write_scalars(step, {f"quick_eval/{k}": v for k, v in scalars.items()})
+    quick_history.append((step, scalars))
+    wall = time.monotonic() - run_start
+    monitoring.append_json_line(
+        os.path.join(workdir, "eval", f"quick_{config.data.eval_split}.jsonl"),
+        {"step": step, "wall_seconds": wall, "train_seconds": wall - eval_seconds, **scalars})
+    logging.info("quick evaluation at step %d: SDR %.2f (median %.2f, mixture %.2f) dB on %d "
+                 "mixtures", step, scalars["sdr"], scalars["sdr_median"],
+                 scalars["mixture_sdr"], int(scalars["num_scored"]))
+
   logging.info("training %s from step %d to %d (global batch %d, %d micro-batches)",
                config.phase, start_step, total_steps, global_batch, config.grad_accum_steps)
   try:
@@ -270,8 +290,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # Saved before the evaluation: a failing evaluation does not lose this step.
         drain(0)
         checkpointer.save(step, state, progress_record(step))
+      if task.quick_evaluate is not None and quick_every and step % quick_every == 0:
+        drain(0)
+        quick_evaluation(step)
       if evaluate_now:
+        eval_start = time.monotonic()
         last_eval = task.evaluate(state, mesh, workdir, step, writer)
+        eval_seconds += time.monotonic() - eval_start
         writer.write_scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
         checkpointer.save(step, state, progress_record(step), metrics=last_eval)  # best slot
       if is_last:
@@ -284,7 +309,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.flush()
     finally:
       checkpointer.close()
-  return {"step": int(state.step), "train": last_train, "eval": last_eval, "history": history}
+  return {"step": int(state.step), "train": last_train, "eval": last_eval, "history": history,
+          "quick_eval": quick_history}
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,

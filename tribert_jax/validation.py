@@ -31,6 +31,7 @@ ENUMS = {
     "eval.mask_type": ("binary", "ratio"),
     "eval.silent_policy": ("skip", "error"),
     "eval.backend": ("mir_eval", "fast_bss_eval"),
+    "eval.quick_backend": ("mir_eval", "fast_bss_eval"),
     "init.which": ("best", "latest"),
     "model.pose.stgcn_input": ("pose", "features"),
     "pose_features.which": ("best", "latest"),
@@ -40,10 +41,10 @@ POSITIVE = ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoin
             "keep_checkpoints", "max_steps_in_flight", "grad_accum_steps", "data.eval_batch_size",
             "data.num_frames", "data.image_size", "data.pose_window", "data.max_persons",
             "data.sample_rate", "data.audio_length", "export.batch_size", "retrieval.batch_size",
-            "retrieval.num_epochs", "probe.batch_size", "probe.num_epochs")
+            "retrieval.num_epochs", "probe.batch_size", "probe.num_epochs", "eval.quick_batches")
 # Keys that must be >= 0.
 NON_NEGATIVE = ("optim.warmup_steps", "optim.grad_clip_norm", "optim.weight_decay",
-                "eval.num_workers", "optim.end_lr_factor")
+                "eval.num_workers", "optim.end_lr_factor", "eval.quick_every_steps")
 # Learning rates: > 0 and finite.
 LEARNING_RATES = ("optim.learning_rate", "retrieval.learning_rate", "probe.learning_rate")
 NUM_MIX = (2, 3)
@@ -194,7 +195,8 @@ def will_evaluate(config: Any) -> bool:
   steps = int(lookup(config, "num_train_steps")[1] or 0)
   every = lookup(config, "eval_every_steps")[1] or 0
   at_end = bool(lookup(config, "eval.at_end")[1])
-  return at_end or (every > 0 and every <= steps)
+  quick = lookup(config, "eval.quick_every_steps")[1] or 0
+  return at_end or (every > 0 and every <= steps) or (quick > 0 and quick <= steps)
 
 
 def splits_needed(config: Any, mode: str) -> dict[str, str]:

@@ -90,6 +90,14 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   ev.max_batches = -1  # evaluation batches per run; -1 = every mixture of the list
   ev.num_examples = 2  # fixed validation mixtures written to TensorBoard (audio + images)
   ev.at_end = True  # evaluate after the last step
+  # Cheap periodic evaluation between the full ones, so TensorBoard shows SDR over training
+  # (quick_eval/*) and WORKDIR/eval/quick_<split>.jsonl holds one line per point (step, seconds,
+  # mean/median SDR/SIR/SAR): the first quick_batches batches of the evaluation split's fixed
+  # mixture list (the same mixtures every time), scored with quick_backend, no ideal mask, no
+  # examples, no best-checkpoint update. 0 = off.
+  ev.quick_every_steps = 1_000
+  ev.quick_batches = 4
+  ev.quick_backend = "fast_bss_eval"  # agrees with mir_eval (tests/test_evaluation_metrics.py)
 
   dist = config.distributed = ml_collections.ConfigDict()
   # Multi-process runs: jax.distributed.initialize is called when coordinator_address is set
@@ -138,4 +146,5 @@ def shrink_for_tests(config: ml_collections.ConfigDict) -> ml_collections.Config
   config.eval.max_batches = 1
   config.eval.num_workers = 1
   config.eval.num_examples = 1
+  config.eval.quick_every_steps = 0
   return config

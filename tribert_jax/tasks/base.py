@@ -34,5 +34,8 @@ class Task:
   # writes its report into the workdir and its examples to TensorBoard.
   evaluate: Callable[..., dict[str, float]]
   best_metric: str  # summary key that picks the best checkpoint (higher is better)
+  # (state, mesh) -> scalar metrics of the cheap periodic evaluation (config.eval.quick_*): a
+  # fixed subset of the evaluation split, nothing written; None = the phase has none.
+  quick_evaluate: Callable[..., dict[str, float]] | None = None
   # Parameter path prefixes ("pose_encoder/stgcn") the optimiser leaves untouched (frozen).
   frozen: tuple[str, ...] = ()

@@ -138,9 +138,27 @@ def separation_task(config: ml_collections.ConfigDict, class_names: Sequence[str
                  summary["ideal_mask_sdr"], summary["num_scored"], summary["skipped"], json_path)
     return reports.scalar_metrics(summary)
 
+  quick_config = config.copy_and_resolve_references()
+  quick_config.eval.backend = config.eval.get("quick_backend", "fast_bss_eval")
+  quick_config.eval.ideal_mask = False
+
+  def run_quick_evaluation(state, mesh):
+    nonlocal eval_pipeline
+    if eval_pipeline is None:
+      eval_pipeline = loading_pipeline.build_eval_pipeline(config.data)
+    batch_sharding = sharding.data_sharding(mesh)
+    separate_jit = jax.jit(separate, out_shardings=batch_sharding)
+    summary, _ = separation_evaluation.evaluate(
+        separate_jit, state.variables(), eval_pipeline,
+        lambda batch: sharding.host_to_global(batch, mesh), mesh, batch_sharding.spec,
+        quick_config, class_names, max_batches=int(config.eval.get("quick_batches", 4)),
+        progress=False)
+    return {k: v for k, v in reports.scalar_metrics(summary).items()
+            if not k.startswith(("class_sdr/", "ideal_mask_"))}
+
   return Task(model=model, init_variables=init_variables, model_inputs=batch_inputs,
               loss_fn=loss_fn, predict=separate, evaluate=run_evaluation, best_metric="sdr",
-              frozen=frozen_parameters(config.model))
+              frozen=frozen_parameters(config.model), quick_evaluate=run_quick_evaluation)
 
 
 def frozen_parameters(model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
