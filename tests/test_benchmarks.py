@@ -163,11 +163,27 @@ def test_quality_rejects_unknown_models(monkeypatch):
     quality.main()
 
 
-def test_unet_conditioning_tiny(monkeypatch, capsys, synthmusic_tiny):
+def test_unet_conditioning_tiny_writes_curves_table_and_plot(monkeypatch, capsys,
+                                                            synthmusic_tiny, tmp_path):
   from benchmarks import unet_conditioning  # pylint: disable=g-import-not-at-top
-  out, rows = run_main(unet_conditioning, monkeypatch, capsys, "--size", "tiny", "--root",
-                       str(synthmusic_tiny), "--steps", "2", "--window", "1", "--batches", "2",
-                       "--rows", "bottleneck:1e-3", "every_level:1e-3")
-  assert [row[0] for row in rows] == ["bottleneck", "every_level"], out
-  assert all(0 < float(row[2]) < 1 for row in rows), out
+  out_json, png = tmp_path / "conditioning.json", tmp_path / "conditioning.png"
+  argv = ["--size", "tiny", "--root", str(synthmusic_tiny), "--steps", "2", "--out",
+          str(out_json), "--plot", str(png), "--rows", "oracle:release", "learned:film"]
+  out, rows = run_main(unet_conditioning, monkeypatch, capsys, *argv)
+  assert [row[0] for row in rows] == ["oracle:release", "learned:film"], out
+  assert all(0 < float(row[1]) < 1 for row in rows), out
   assert "best feature-blind masks" in out
+  assert png.stat().st_size > 0
+  record = json.loads(out_json.read_text())
+  assert set(record["rows"]) == {"oracle:release", "learned:film"}
+  assert all(len(row["curve"]) == 2 and row["summary"]["tail_loss"] > 0
+             for row in record["rows"].values())
+  # A rerun with the same settings reuses the finished rows instead of training them again.
+  out_again, rows_again = run_main(unet_conditioning, monkeypatch, capsys, *argv)
+  assert out_again.count("reusing the finished row") == 2 and rows_again == rows
+
+
+def test_unet_conditioning_rejects_unknown_rows():
+  from benchmarks import unet_conditioning  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="--rows 'oracle:bottleneck'"):
+    unet_conditioning.parse_row("oracle:bottleneck")
