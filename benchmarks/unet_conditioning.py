@@ -19,10 +19,11 @@ Every row: the U-Net of config.model.unet at --size (everything but the FUSION k
 constant learning rate for every parameter (--lr, equal across rows), the same sequence of real
 Mix-and-Separate training batches of SynthMUSIC (the pipeline of configs/pretrain.py, seed 0),
 --steps updates. The recorded curve is the weighted mask BCE (the separation loss) at every
-update. Two reference levels on the first 20 batches: every mask 0.5, and the best a
+update. Every batch also gets two reference levels: every mask 0.5, and the best a
 feature-blind model can do (each pixel predicted as the mean of the N ground-truth masks, the
-optimum without knowing which video is which). A curve that stays at the feature-blind level
-never used the feature.
+optimum without knowing which video is which). The table and the plot compare each update with
+the feature-blind level of the same batch (batches differ a lot, so a fixed level would not do):
+a curve that stays at or above it never used the feature.
 
 Writes the figures as JSON (--out, default benchmarks/results/unet_conditioning_<size>.json;
 finished rows are reused, so an interrupted run resumes row by row) and the curves as a PNG
@@ -178,35 +179,67 @@ def smooth(curve, window: int = SMOOTH):
   return (c[idx] - c[lo]) / (idx - lo)
 
 
-def summarise(result: dict[str, Any], blind: float) -> dict[str, Any]:
-  """Table figures of one finished row."""
+def reference_curves(batches, data_config) -> dict[str, list[float]]:
+  """Per batch of the training sequence: the loss of all-0.5 masks ("half") and of the best
+  feature-blind masks ("blind"), so every update is compared with the same batch's levels."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tribert_jax import losses, spectral  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def levels(waveform, mixture, valid):
+    f = spectral.spectral_features(waveform, mixture, data_config)
+    gt, weight = f["gt_masks"], f["weight"]
+    p = jnp.clip(jnp.mean(gt, axis=1, keepdims=True), 1e-4, 1 - 1e-4)
+    blind = jnp.broadcast_to(jnp.log(p / (1 - p)), gt.shape)
+    return (losses.separation_loss(jnp.zeros_like(gt), gt, weight, valid),
+            losses.separation_loss(blind, gt, weight, valid))
+
+  half, blind = [], []
+  for batch in batches:
+    h, b = levels(batch["waveform"], batch["mixture"], batch["valid"])
+    half.append(float(h))
+    blind.append(float(b))
+  return {"half": half, "blind": blind}
+
+
+def summarise(result: dict[str, Any], references: dict[str, list[float]]) -> dict[str, Any]:
+  """Table figures of one finished row, against the feature-blind level of the same batches."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  curve = result["curve"]
-  tail = float(np.mean(curve[-TAIL:]))
-  below = np.nonzero(smooth(curve) < blind - MARGIN)[0]
-  return {"tail_loss": tail, "vs_blind": tail - blind,
-          "first_below_blind": int(below[0]) + 1 if len(below) else None}
+  curve = np.asarray(result["curve"])
+  blind = np.asarray(references["blind"][:len(curve)])
+  tail, blind_tail = float(np.mean(curve[-TAIL:])), float(np.mean(blind[-TAIL:]))
+  excess = smooth(curve - blind)
+  below = [i for i in np.nonzero(excess < -MARGIN)[0] if i >= SMOOTH - 1]
+  return {"tail_loss": tail, "blind_tail_loss": blind_tail, "vs_blind": tail - blind_tail,
+          "first_below_blind": int(below[0]) + 1 if below else None}
 
 
-def plot(results: dict[str, dict], half: float, blind: float, title: str, path: str) -> None:
-  """Smoothed curves of every row plus the two reference levels, one panel per source."""
+def plot(results: dict[str, dict], references: dict[str, list[float]], title: str,
+         path: str) -> None:
+  """Per source, each row's loss minus the feature-blind loss of the same batch (moving
+  average): 0 = what a model blind to the feature can reach, below 0 = the feature is used."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  half, blind = np.asarray(references["half"]), np.asarray(references["blind"])
   sources = [s for s in SOURCES if any(r.startswith(s + ":") for r in results)]
   fig, axes = plt.subplots(1, len(sources), figsize=(6 * len(sources), 4.2), squeeze=False,
                            sharey=True)
   for ax, source in zip(axes[0], sources):
     for row, result in results.items():
       if row.startswith(source + ":"):
-        ax.plot(range(1, len(result["curve"]) + 1), smooth(result["curve"]),
+        curve = np.asarray(result["curve"])
+        ax.plot(range(1, len(curve) + 1), smooth(curve - blind[:len(curve)]),
                 label=row.split(":")[1])
-    ax.axhline(half, color="grey", linestyle=":", label="all masks 0.5")
-    ax.axhline(blind, color="black", linestyle="--", label="best feature-blind")
+    ax.plot(range(1, len(half) + 1), smooth(half - blind), color="grey", linestyle=":",
+            label="all masks 0.5")
+    ax.axhline(0.0, color="black", linestyle="--", label="best feature-blind")
     ax.set_title(f"{source} feature")
     ax.set_xlabel("update")
     ax.grid(alpha=0.3)
-  axes[0][0].set_ylabel(f"mask BCE ({SMOOTH}-update moving average)")
+  axes[0][0].set_ylabel(f"mask BCE minus feature-blind BCE\n({SMOOTH}-update moving average)")
   axes[0][-1].legend()
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
@@ -215,15 +248,16 @@ def plot(results: dict[str, dict], half: float, blind: float, title: str, path: 
   plt.close(fig)
 
 
-def table(results: dict[str, dict], blind: float) -> str:
+def table(results: dict[str, dict], references: dict[str, list[float]]) -> str:
   """Markdown table of every finished row."""
   rows = []
   for row, result in results.items():
-    s = summarise(result, blind)
+    s = summarise(result, references)
     first = s["first_below_blind"] or f"not within {len(result['curve'])}"
-    rows.append([row, f"{s['tail_loss']:.4f}", f"{s['vs_blind']:+.4f}", first,
-                 f"{result['seconds_per_update']:.2f}"])
-  return common.markdown(["source:fusion", f"mask BCE, last {TAIL} updates", "vs feature-blind",
+    rows.append([row, f"{s['tail_loss']:.4f}", f"{s['blind_tail_loss']:.4f}",
+                 f"{s['vs_blind']:+.4f}", first, f"{result['seconds_per_update']:.2f}"])
+  return common.markdown(["source:fusion", f"mask BCE, last {TAIL} updates",
+                          "feature-blind, same batches", "difference",
                           f"first update {MARGIN} below feature-blind ({SMOOTH}-update mean)",
                           "s/update"], rows)
 
@@ -245,6 +279,7 @@ def main(argv=None) -> None:
                                  f"unet_conditioning_{args.size}.json")
   png = args.plot or os.path.join(common.REPO, "benchmarks", f"unet_conditioning_{args.size}.png")
 
+  import numpy as np  # pylint: disable=g-import-not-at-top
   from data_pipeline import prepare  # pylint: disable=g-import-not-at-top
   from data_pipeline.loading import pipeline as loading_pipeline  # pylint: disable=g-import-not-at-top
 
@@ -284,14 +319,20 @@ def main(argv=None) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as file:
       json.dump(record, file)
-    print(f"[{name}] {summarise(result, blind)}", flush=True)
+    print(f"[{name}] loss over the last {TAIL} updates {np.mean(result['curve'][-TAIL:]):.4f}",
+          flush=True)
+  if len(record.get("references", {}).get("blind", ())) != args.steps:
+    print("levels of all-0.5 and feature-blind masks on every batch ...", flush=True)
+    record["references"] = reference_curves(
+        (b for b, _ in zip(batches_fn(), range(args.steps))), base.data)
+  references = record["references"]
   finished = {name: record["rows"][name] for name in args.rows if name in record["rows"]}
   for name in finished:
-    finished[name]["summary"] = summarise(finished[name], blind)
+    finished[name]["summary"] = summarise(finished[name], references)
   with open(out, "w") as file:
     json.dump(record, file)
-  plot(finished, half, blind, title, png)
-  print(table(finished, blind))
+  plot(finished, references, title, png)
+  print(table(finished, references))
   print(f"\nJSON: {out}\nplot: {png}")
 
 

@@ -178,6 +178,10 @@ def test_unet_conditioning_tiny_writes_curves_table_and_plot(monkeypatch, capsys
   assert set(record["rows"]) == {"oracle:release", "learned:film"}
   assert all(len(row["curve"]) == 2 and row["summary"]["tail_loss"] > 0
              for row in record["rows"].values())
+  # Every update is compared with the feature-blind level of its own batch.
+  references = record["references"]
+  assert len(references["blind"]) == len(references["half"]) == 2
+  assert all(0 < b < h for b, h in zip(references["blind"], references["half"]))
   # A rerun with the same settings reuses the finished rows instead of training them again.
   out_again, rows_again = run_main(unet_conditioning, monkeypatch, capsys, *argv)
   assert out_again.count("reusing the finished row") == 2 and rows_again == rows
