@@ -90,6 +90,10 @@ def machine(query_jax: bool = True) -> str:
   load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
   text = (f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, load average "
           f"{load}")
+  # Flags change the compiled code (the tests set --xla_backend_optimization_level=0, for
+  # example): every figure carries the ones it ran with.
+  if os.environ.get("XLA_FLAGS"):
+    text += f"; XLA_FLAGS={os.environ['XLA_FLAGS']}"
   if not query_jax:
     return text
   try:
