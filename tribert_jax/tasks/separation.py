@@ -119,18 +119,26 @@ def separation_task(config: ml_collections.ConfigDict, class_names: Sequence[str
 
   separate = make_separate_fn(model, config)
   eval_pipeline = None
+  quick_config = config.copy_and_resolve_references()
+  quick_config.eval.backend = config.eval.get("quick_backend", "fast_bss_eval")
+  quick_config.eval.ideal_mask = False
 
-  def run_evaluation(state, mesh, workdir, step, writer):
+  def separate_and_score(state, mesh, run_config, max_batches, num_examples, progress=True):
+    """Separates and scores the evaluation split's mixtures: (summary, examples)."""
     nonlocal eval_pipeline
     if eval_pipeline is None:
       eval_pipeline = loading_pipeline.build_eval_pipeline(config.data)
     batch_sharding = sharding.data_sharding(mesh)
     separate_jit = jax.jit(separate, out_shardings=batch_sharding)
-    summary, examples = separation_evaluation.evaluate(
+    return separation_evaluation.evaluate(
         separate_jit, state.variables(), eval_pipeline,
-        lambda batch: sharding.host_to_global(batch, mesh), mesh, batch_sharding.spec, config,
-        class_names, max_batches=config.eval.max_batches,
-        num_examples_to_show=config.eval.num_examples)
+        lambda batch: sharding.host_to_global(batch, mesh), mesh, batch_sharding.spec,
+        run_config, class_names, max_batches=max_batches, num_examples_to_show=num_examples,
+        progress=progress)
+
+  def run_evaluation(state, mesh, workdir, step, writer):
+    summary, examples = separate_and_score(state, mesh, config, config.eval.max_batches,
+                                           config.eval.num_examples)
     json_path, _ = reports.write_report(summary, workdir, f"{config.data.eval_split}_step_{step}")
     reports.write_examples(writer, step, examples, config.data.sample_rate)
     logging.info("evaluation at step %d: SDR %.2f (mixture %.2f, ideal mask %.2f) dB on %d "
@@ -138,21 +146,9 @@ def separation_task(config: ml_collections.ConfigDict, class_names: Sequence[str
                  summary["ideal_mask_sdr"], summary["num_scored"], summary["skipped"], json_path)
     return reports.scalar_metrics(summary)
 
-  quick_config = config.copy_and_resolve_references()
-  quick_config.eval.backend = config.eval.get("quick_backend", "fast_bss_eval")
-  quick_config.eval.ideal_mask = False
-
   def run_quick_evaluation(state, mesh):
-    nonlocal eval_pipeline
-    if eval_pipeline is None:
-      eval_pipeline = loading_pipeline.build_eval_pipeline(config.data)
-    batch_sharding = sharding.data_sharding(mesh)
-    separate_jit = jax.jit(separate, out_shardings=batch_sharding)
-    summary, _ = separation_evaluation.evaluate(
-        separate_jit, state.variables(), eval_pipeline,
-        lambda batch: sharding.host_to_global(batch, mesh), mesh, batch_sharding.spec,
-        quick_config, class_names, max_batches=int(config.eval.get("quick_batches", 4)),
-        progress=False)
+    summary, _ = separate_and_score(state, mesh, quick_config,
+                                    int(config.eval.get("quick_batches", 4)), 0, progress=False)
     return {k: v for k, v in reports.scalar_metrics(summary).items()
             if not k.startswith(("class_sdr/", "ideal_mask_"))}
 
