@@ -21,7 +21,7 @@ jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUBPROCESS_TIMEOUT_S = 420
+SUBPROCESS_TIMEOUT_S = 600
 
 
 # The pretrain runs use the tiny config's global batch of 2, split one per device by the
