@@ -74,19 +74,9 @@ def row_config(size: str, source: str, fusion: str, root: str) -> Any:
 
 def reference_levels(batches, data_config) -> tuple[float, float]:
   """(loss of all-0.5 masks, loss of the best feature-blind masks) averaged over batches."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from tribert_jax import losses, spectral  # pylint: disable=g-import-not-at-top
-
-  half, blind = [], []
-  for batch in batches:
-    f = spectral.spectral_features(batch["waveform"], batch["mixture"], data_config)
-    gt, weight, valid = f["gt_masks"], f["weight"], jnp.asarray(batch["valid"])
-    half.append(float(losses.separation_loss(jnp.zeros_like(gt), gt, weight, valid)))
-    p = jnp.clip(jnp.mean(gt, axis=1, keepdims=True), 1e-4, 1 - 1e-4)
-    logits = jnp.broadcast_to(jnp.log(p / (1 - p)), gt.shape)
-    blind.append(float(losses.separation_loss(logits, gt, weight, valid)))
-  return float(np.mean(half)), float(np.mean(blind))
+  curves = reference_curves(batches, data_config)
+  return float(np.mean(curves["half"])), float(np.mean(curves["blind"]))
 
 
 def oracle_codes(num_classes: int, width: int):
