@@ -47,6 +47,7 @@ from data_pipeline.loading import preflight
 from data_pipeline.loading import sources
 from tests import media_helpers
 from tests import onnx_helpers
+from tests.train_helpers import BATCH
 from tribert_jax import separate
 from tribert_jax import validation
 
@@ -255,7 +256,7 @@ def trainings(chain, tmp_path_factory) -> dict[str, Run]:
   """One step of TriBERT (tiny) and one of Sound-of-Pixels (tiny) on the chain's root, both
   processes at once (each compiles on its own core).
 
-  TriBERT: global batch 8 as in test_train.py's pretrain runs, the same train step, so a run of
+  TriBERT: global batch BATCH as in test_train.py's pretrain runs, the same train step, so a run of
   the whole suite can find it in the shared persistent compilation cache; it reads pose, so the
   video without pose is skipped. Sound-of-Pixels trains on that video too (pose masked)."""
   common = ("--config.dataset=music21", f"--config.data.root={chain.root}",
@@ -264,7 +265,7 @@ def trainings(chain, tmp_path_factory) -> dict[str, Run]:
               "sop": tmp_path_factory.mktemp("chain_sop")}
   started = [
       _start("main.py", "--config=configs/pretrain.py:tiny", f"--workdir={workdirs['tribert']}",
-             *common, "--config.data.batch_size=8", "--config.data.skip_bad_clips=True"),
+             *common, f"--config.data.batch_size={BATCH}", "--config.data.skip_bad_clips=True"),
       _start("main.py", "--config=configs/sound_of_pixels.py:tiny",
              f"--workdir={workdirs['sop']}", *common, "--config.data.require_pose=False")]
   logs = _finish(*started)

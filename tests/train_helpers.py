@@ -58,9 +58,9 @@ RUN_ONE_STEP = textwrap.dedent("""
                                  process_id={process_id})
     jax.config.update("jax_compilation_cache_dir", {cache!r})
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    from configs import pretrain
+    import importlib
     from tribert_jax import train
-    config = pretrain.get_config("tiny")
+    config = importlib.import_module("configs.{config_module}").get_config("tiny")
     config.data.root = {root!r}
     config.data.batch_size = {batch_size}
     config.data.eval_batch_size = {batch_size}
@@ -73,13 +73,16 @@ RUN_ONE_STEP = textwrap.dedent("""
 
 
 def launch_one_step(devices, root, workdir, batch_size, evaluate=False, coordinator="",
-            num_processes=1, process_id=0):
+                    num_processes=1, process_id=0, config_module="pretrain"):
+  """One training step of configs/<config_module>.py:tiny in a subprocess with DEVICES host
+  devices (optionally one process of a jax.distributed group)."""
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
              "--xla_backend_optimization_level=0", CUDA_VISIBLE_DEVICES="",
              TF_CPP_MIN_LOG_LEVEL="2")
   code = RUN_ONE_STEP.format(repo=REPO, coordinator=coordinator, num_processes=num_processes,
-                             process_id=process_id, cache=COMPILATION_CACHE, root=str(root),
-                             batch_size=batch_size, evaluate=evaluate, workdir=str(workdir))
+                             process_id=process_id, config_module=config_module,
+                             cache=COMPILATION_CACHE, root=str(root), batch_size=batch_size,
+                             evaluate=evaluate, workdir=str(workdir))
   return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
