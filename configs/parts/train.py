@@ -78,11 +78,11 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   parts = init.parts = ml_collections.ConfigDict()
   # The visual trunk and the U-Net from a separation_pretrain workdir (what the release's
   # weights_frame / weights_sound stand for; configs/separation_pretrain.py).
-  parts.separation = _init_part(("visual_encoder", "visual_encoder"),
+  parts.separation = init_part(("visual_encoder", "visual_encoder"),
                                 ("separation_net", "separation_net"))
   # The ST-GCN from a pose_pretrain workdir into TriBERT's pose encoder (paper: ST-GCN trained on
   # the keypoints beforehand; freeze it with model.pose.freeze_stgcn).
-  parts.pose = _init_part(("stgcn", "pose_encoder/stgcn"))
+  parts.pose = init_part(("stgcn", "pose_encoder/stgcn"))
 
   # Frozen ST-GCN features (model.pose.stgcn_input="features"): the pose_pretrain workdir whose
   # ST-GCN computes them, and where the cache goes ("" = WORKDIR/pose_features; a folder per
@@ -123,7 +123,7 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   return config
 
 
-def _init_part(*prefix_map: tuple[str, str]) -> ml_collections.ConfigDict:
+def init_part(*prefix_map: tuple[str, str]) -> ml_collections.ConfigDict:
   """One entry of config.init.parts: a checkpoint ("" = unused) and its (source prefix, target
   prefix) pairs."""
   part = ml_collections.ConfigDict()
