@@ -257,6 +257,24 @@ class SoundOfPixels(nn.Module):
     return {"mask_logits": mask_logits}, intermediates
 
 
+class FrameClassifier(nn.Module):
+  """Frame pre-training model (configs/sound_of_pixels_frames.py): Sound-of-Pixels' dilated
+  ResNet-18 trunk ("resnet", the same module and shapes as video_network/resnet), spatial mean,
+  linear classifier: images [M,S,S,3] -> instrument logits [M,C]."""
+  config: ml_collections.ConfigDict  # config.model (configs/sound_of_pixels_frames.py)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    cfg = self.config
+    kw = dict(dtype=layers.to_dtype(cfg.dtype), param_dtype=layers.to_dtype(cfg.param_dtype))
+    x = DilatedResNet(tuple(cfg.visual.resnet_stage_sizes), cfg.visual.resnet_width,
+                      name="resnet", **kw)(images, train)  # [M, h, w, 8 * width]
+    x = jnp.mean(x, axis=(1, 2))
+    logits = layers.dense(cfg.num_classes, names=(layers.EMBED, layers.CLASSES),
+                          name="classifier", **kw)(x)
+    return logits.astype(jnp.float32)
+
+
 def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1,
                    key: jax.Array | None = None) -> dict[str, jax.Array]:
   """The inputs the model reads (frames, mix_warped, labels) at config.input's sizes; random
