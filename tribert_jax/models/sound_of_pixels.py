@@ -52,10 +52,12 @@ def _kaiming() -> Any:
   return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _initializers(init: str) -> dict[str, Any]:
+def _initializers(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Kernel/scale initialisers of config.model.init (module docstring) for the U-Net's
   convolutions ("conv"), its BatchNorm scales ("bn_scale"), the visual 3x3 conv ("channel_conv")
   and linear layers ("linear")."""
+  # Workdirs written before the key existed (config.json) restore with the default.
+  init = config.get("init", "sound_of_pixels")
   if init == "sound_of_pixels":
     return dict(conv=nn.initializers.normal(1e-3),
                 bn_scale=lambda key, shape, dtype=jnp.float32: (
@@ -142,7 +144,7 @@ class VideoAnalysisNetwork(nn.Module):
     x = DilatedResNet(tuple(cfg.resnet_stage_sizes), cfg.resnet_width, name="resnet", **kw)(
         images, train)
     x = layers.conv(self.config.num_channels, (3, 3), padding=((1, 1), (1, 1)),
-                    kernel_init=_initializers(self.config.init)["channel_conv"],
+                    kernel_init=_initializers(self.config)["channel_conv"],
                     name="channel_conv", **kw)(x)  # [B*N*T, h, w, K]
     h, w, k = x.shape[1:]
     x = x.reshape(b, n, t, h, w, k)
@@ -161,7 +163,7 @@ class OracleVisual(nn.Module):
     kw = dict(dtype=layers.to_dtype(self.config.dtype),
               param_dtype=layers.to_dtype(self.config.param_dtype))
     x = layers.dense(self.config.num_channels, use_bias=False, names=(layers.CLASSES, layers.EMBED),
-                     kernel_init=_initializers(self.config.init)["linear"], name="label_map",
+                     kernel_init=_initializers(self.config)["linear"], name="label_map",
                      **kw)(labels.astype(kw["dtype"]))
     return nn.sigmoid(x.astype(jnp.float32))
 
@@ -179,7 +181,7 @@ class AudioUNet(nn.Module):
     if f % 2**cfg.depth or t % 2**cfg.depth:
       raise ValueError(f"spectrogram {f}x{t} not divisible by 2**config.model.unet.depth "
                        f"({cfg.depth})")
-    init = _initializers(self.config.init)
+    init = _initializers(self.config)
     kw_conv = dict(kw, kernel_init=init["conv"])
     kw_bn = dict(kw, scale_init=init["bn_scale"])
     channels = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
@@ -238,16 +240,18 @@ class SoundOfPixels(nn.Module):
                ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     cfg = self.config
     intermediates = {}
-    if cfg.visual_source == "frames":
+    # Workdirs written before the key existed (config.json) restore with the default.
+    visual_source = cfg.get("visual_source", "frames")
+    if visual_source == "frames":
       visual, maps = VideoAnalysisNetwork(cfg, name="video_network")(inputs["frames"], train)
       intermediates["visual_channel_maps"] = maps  # [B, N, h, w, K], max over frames
-    elif cfg.visual_source == "oracle":
+    elif visual_source == "oracle":
       if "labels" not in inputs:
         raise ValueError("config.model.visual_source='oracle' reads inputs['labels'] (the "
                          "batch's instrument labels [B, N, C])")
       visual = OracleVisual(cfg, name="oracle_visual")(inputs["labels"])
     else:
-      raise ValueError(f"config.model.visual_source={cfg.visual_source!r}: expected 'frames' "
+      raise ValueError(f"config.model.visual_source={visual_source!r}: expected 'frames' "
                        "or 'oracle'")
     intermediates["visual_feature"] = visual  # [B, N, K], after the sigmoid
     log_mixture = jnp.log(inputs["mix_warped"] + cfg.log_eps)  # [B, 256, 256]
