@@ -6,9 +6,9 @@
         mutable=["batch_stats"])
   outputs, intermediates = model.apply(variables, inputs, train=False)
 
-Same inputs and `mask_logits` output as TriBERT (only frames and mix_warped are read), so the
-trainer's loss (tribert_jax.losses: only the separation term applies) and evaluation run
-unchanged. Three parts:
+Same inputs and `mask_logits` output as TriBERT (only frames and mix_warped are read; the oracle
+reads labels instead of frames), so the trainer's loss (tribert_jax.losses: only the separation
+term applies) and evaluation run unchanged. Three parts:
   * video analysis network: dilated ResNet-18 per frame (the last stage dilated instead of
     strided: stride 16), 3x3 conv to K channels, max-pool over the T frames, then over space,
     sigmoid -> one K-vector per video;
