@@ -1,10 +1,29 @@
-"""Sound-of-Pixels baseline (Zhao et al., ECCV 2018) trained like TriBERT's pre-training phase.
+"""Sound-of-Pixels baseline (Zhao et al., ECCV 2018), trained as the original
+(hangzhaomit/Sound-of-Pixels) trains it.
 
   python main.py --config=configs/sound_of_pixels.py:cpu --workdir=runs/sop_cpu
   python -m benchmarks.quality --size tiny                                        # comparison
 
-Data, optimiser, schedule, steps and evaluation are those of configs/pretrain.py at the same
-size (the equal training budget of the comparison); only config.model differs. The loss is the
+Config argument: SIZE[,frames=scratch|pretrained][,visual=frames|oracle]
+  frames=scratch     the ResNet-18 trunk starts from its random initialisation (default), or from
+                     an ImageNet ResNet-18 .npz given as --config.model.visual.pretrained_path
+  frames=pretrained  the trunk of a frame pre-training run (configs/sound_of_pixels_frames.py, a
+                     ResNet-18 classifying SynthMUSIC frames by instrument) through
+                     config.init.parts.frames (resnet/* -> video_network/resnet/*), by default
+                     ./runs/sound_of_pixels_frames_SIZE:
+    python main.py --config=configs/sound_of_pixels_frames.py:cpu \
+        --workdir=runs/sound_of_pixels_frames_cpu
+    python main.py --config=configs/sound_of_pixels.py:cpu,frames=pretrained --workdir=runs/sop_cpu
+  visual=oracle      the visual vector is a learned linear map of each video's instrument labels
+                     (no frames): shows whether the audio side can use a conditioning vector.
+
+Optimiser as the original (main.py create_optimizer, scripts/train_MUSIC.sh): torch SGD, momentum
+0.9, weight decay 1e-4; learning rate 1e-3 for the U-Net, the synthesizer and the visual 3x3 conv
+(its "fc"), 1e-4 for the ResNet trunk (the 0.1x multiplier on video_network/resnet); every rate
+x0.1 after epochs 40 and 80 of its 100 (lr_steps 40 80), here at 40 % and 80 % of the updates
+(decay_fractions, which follow an override of num_train_steps). No warm-up, no clipping.
+Data, batch size, steps and evaluation are those of configs/pretrain.py at the same size (the
+equal training budget of the comparison; the original: batch 80 over 4 GPUs). The loss is the
 separation term alone (weighted per-pixel BCE on binary masks): the model has no classifier.
 """
 
@@ -15,6 +34,12 @@ import ml_collections
 from configs import common
 from configs import pretrain
 from configs.parts import model as model_parts
+from configs.parts import train as train_config
+
+FRAMES = ("scratch", "pretrained")
+VISUAL_SOURCES = ("frames", "oracle")
+# FrameClassifier (configs/sound_of_pixels_frames.py) parameters -> Sound-of-Pixels'.
+FRAMES_PREFIX_MAP = (("resnet", "video_network/resnet"),)
 
 
 def get_model_config(size: str = "paper") -> ml_collections.ConfigDict:
@@ -31,6 +56,11 @@ def get_model_config(size: str = "paper") -> ml_collections.ConfigDict:
   c.sharding_rules = model_parts.DEFAULT_SHARDING_RULES
   c.log_eps = 1e-10  # the U-Net reads log(mix_warped + log_eps), like TriBERT
   c.num_channels = 32  # K: visual vector / audio channels (the authors' release: 32)
+  # "sound_of_pixels": the original's initialisation (U-Net convs N(0, 1e-3), BatchNorm scales
+  # N(1, 0.02), linear N(0, 1e-4): initial masks ~0.5); "flax": LeCun normal, scales 1.
+  c.init = "sound_of_pixels"
+  # "frames": the video analysis network; "oracle": a learned linear map of the labels.
+  c.visual_source = "frames"
 
   # Input sizes (the batch contract's; pose keys kept so TriBERT's example_inputs works too).
   c.input = ml_collections.ConfigDict()
@@ -45,6 +75,9 @@ def get_model_config(size: str = "paper") -> ml_collections.ConfigDict:
   v = c.visual = ml_collections.ConfigDict()
   v.resnet_stage_sizes = (2, 2, 2, 2)  # ResNet-18 basic blocks per stage
   v.resnet_width = 64  # stage widths 64, 128, 256, 512
+  # ImageNet ResNet-18 as a torchvision-layout .npz (tribert_jax/models/pretrained.py; the
+  # original starts from it); "" = none.
+  v.pretrained_path = ""
 
   u = c.unet = ml_collections.ConfigDict()
   u.depth = 7  # 7 stride-2 down-convolutions, 7 up levels (256 -> 2 -> 256)
@@ -70,19 +103,47 @@ def get_model_config(size: str = "paper") -> ml_collections.ConfigDict:
   return c
 
 
+def use_sound_of_pixels_optimizer(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The original's optimiser (module docstring): SGD, momentum 0.9, weight decay 1e-4, lr 1e-3,
+  the ResNet trunk at 0.1x, x0.1 at 40 % and 80 % of the updates."""
+  optim = config.optim
+  optim.name = "sgd"
+  optim.learning_rate = 1e-3  # lr_sound = lr_synthesizer = 1e-3 (the visual fc too)
+  optim.momentum = 0.9  # beta1
+  optim.weight_decay = 1e-4
+  optim.decay = "step"
+  optim.decay_factor = 0.1
+  optim.decay_steps = ()
+  optim.decay_fractions = (0.4, 0.8)  # lr_steps 40 80 of num_epoch 100
+  optim.warmup_steps = 0
+  optim.grad_clip_norm = 0.0
+  optim.lr_multipliers = ml_collections.ConfigDict()
+  if config.model.visual_source == "frames":
+    optim.lr_multipliers["video_network/resnet"] = 0.1  # lr_frame 1e-4
+  return config
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Sound-of-Pixels config; arg = size in {paper (default), cpu, tiny}."""
-  size = common.parse_size(arg)
+  """Sound-of-Pixels config; arg = SIZE[,frames=scratch|pretrained][,visual=frames|oracle]
+  (module docstring)."""
+  args = common.parse_arg(arg, frames="scratch", visual="frames")
+  if args["frames"] not in FRAMES:
+    raise ValueError(f"config argument frames={args['frames']!r}: expected one of {FRAMES}")
+  if args["visual"] not in VISUAL_SOURCES:
+    raise ValueError(f"config argument visual={args['visual']!r}: expected one of "
+                     f"{VISUAL_SOURCES}")
+  if args["frames"] == "pretrained" and args["visual"] == "oracle":
+    raise ValueError("config argument frames=pretrained loads a frame trunk, which "
+                     "visual=oracle does not have")
+  size = args["size"]
   config = pretrain.get_config(size)
   config.phase = "sound_of_pixels"
   config.model = get_model_config(size)
+  config.model.visual_source = args["visual"]
   pretrain.link_model_to_data(config)
-  # Per-module learning rates name TriBERT's modules; give Sound-of-Pixels' separation modules
-  # (the audio U-Net and the synthesizer) the factor TriBERT's separation network gets, so the
-  # two models' separation networks train at the same rate.
-  factor = config.optim.lr_multipliers.get("separation_net")
-  config.optim.lr_multipliers = ml_collections.ConfigDict()
-  if factor is not None:
-    config.optim.lr_multipliers.audio_network = factor
-    config.optim.lr_multipliers.synthesizer = factor
+  use_sound_of_pixels_optimizer(config)
+  config.frames = args["frames"]
+  config.init.parts.frames = train_config.init_part(*FRAMES_PREFIX_MAP)
+  if args["frames"] == "pretrained":
+    config.init.parts.frames.checkpoint = f"./runs/sound_of_pixels_frames_{size}"
   return config

@@ -12,6 +12,7 @@ from configs import common
 from tribert_jax import initialization
 from tribert_jax import optimizers
 from tribert_jax.tasks import separation
+from tribert_jax.models import sound_of_pixels
 from tribert_jax.models import stgcn
 from tribert_jax.models import tribert
 
@@ -22,7 +23,8 @@ CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
 
 def test_every_phase_config_is_listed():
   assert CONFIG_FILES == ["ablations", "finetune", "pose_pretrain", "pretrain", "probe",
-                          "retrieval", "separation_pretrain", "sound_of_pixels"]
+                          "retrieval", "separation_pretrain", "sound_of_pixels",
+                          "sound_of_pixels_frames"]
 
 
 def _abstract_variables(config):
@@ -33,6 +35,10 @@ def _abstract_variables(config):
     pose = jnp.zeros((1, i.num_persons, i.pose_window, i.num_joints, 3))
     mask = jnp.ones((1, i.num_persons, i.pose_window))
     init = lambda rng: model.init({"params": rng, "dropout": rng}, pose, mask, train=False)  # noqa: E731
+  elif config.phase == "sound_of_pixels_frames":
+    model = sound_of_pixels.FrameClassifier(config=config.model)
+    images = jnp.zeros((1, config.model.input.image_size, config.model.input.image_size, 3))
+    init = lambda rng: model.init({"params": rng}, images, train=False)  # noqa: E731
   else:
     model = separation.build_model(config.model)
     inputs = tribert.example_inputs(config.model, batch_size=1)
@@ -53,8 +59,11 @@ def test_config_builds_and_model_initialises(name, size):
   variables = _abstract_variables(config)
   params = variables["params"]
   assert jax.tree.leaves(params)
-  # The optimiser builds against this model: per-module learning rates name real modules.
-  optimizers.make_optimizer(config.optim, config.num_train_steps, param_names=list(params))
+  # The optimiser builds against this model: per-module learning rates name real parameter
+  # path prefixes (checked when the optimiser state is initialised).
+  tx, _ = optimizers.make_optimizer(config.optim, config.num_train_steps,
+                                    param_names=list(params))
+  jax.eval_shape(tx.init, params)
   if name == "finetune":
     assert config.data.num_classes == 11 and config.init.checkpoint
   if name == "pose_pretrain":

@@ -88,3 +88,55 @@ def test_load_resnet_npz_errors_name_file_and_key(tmp_path):
     pretrained.load_resnet_npz(variables, tmp_path / "missing.npz")
   with pytest.raises(FileNotFoundError):
     pretrained.load_resnet_npz(variables, tmp_path / "absent.npz")
+
+
+def torchvision_resnet18_state(width, stage_sizes, rng):
+  """A random torchvision-layout ResNet-18 (basic blocks) state dict (OIHW kernels)."""
+  state = {"conv1.weight": (width, 3, 7, 7)}
+  bn = lambda name, c: {f"{name}.{f}": (c,) for f in
+                        ("weight", "bias", "running_mean", "running_var")}
+  state.update(bn("bn1", width))
+  cin = width
+  for s, blocks in enumerate(stage_sizes):
+    out = width * 2**s
+    for b in range(blocks):
+      p = f"layer{s + 1}.{b}"
+      state[f"{p}.conv1.weight"] = (out, cin, 3, 3)
+      state[f"{p}.conv2.weight"] = (out, out, 3, 3)
+      state.update(bn(f"{p}.bn1", out))
+      state.update(bn(f"{p}.bn2", out))
+      if b == 0 and s > 0:  # torchvision: a projection where the width (and stride) changes
+        state[f"{p}.downsample.0.weight"] = (out, cin, 1, 1)
+        state.update(bn(f"{p}.downsample.1", out))
+      cin = out
+  state["fc.weight"], state["fc.bias"] = (1000, cin), (1000,)
+  return {k: rng.standard_normal(s).astype(np.float32) for k, s in state.items()}
+
+
+def test_resnet18_npz_loads_into_sound_of_pixels(tmp_path):
+  """Basic blocks (ResNet-18) into Sound-of-Pixels' dilated trunk, through load_pretrained."""
+  from configs import sound_of_pixels as sop_config  # pylint: disable=g-import-not-at-top
+  from tribert_jax.models import sound_of_pixels  # pylint: disable=g-import-not-at-top
+  cfg = sop_config.get_config("tiny").model
+  state = torchvision_resnet18_state(cfg.visual.resnet_width, cfg.visual.resnet_stage_sizes,
+                                     np.random.default_rng(0))
+  cfg.visual.pretrained_path = str(tmp_path / "resnet18.npz")
+  np.savez(cfg.visual.pretrained_path, **state)
+  model = sound_of_pixels.SoundOfPixels(cfg)
+  abstract = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)},
+                                               sound_of_pixels.example_inputs(cfg), train=False))
+  loaded = unbox(pretrained.load_pretrained(zeros_like_tree(abstract), cfg))
+  resnet = loaded["params"]["video_network"]["resnet"]
+  stats = loaded["batch_stats"]["video_network"]["resnet"]
+  np.testing.assert_array_equal(resnet["conv1"]["kernel"],
+                                state["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(resnet["layer4_0"]["conv2"]["kernel"],  # the dilated stage
+                                state["layer4.0.conv2.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(resnet["layer2_0"]["downsample_conv"]["kernel"],
+                                state["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(stats["layer3_0"]["bn2"]["var"], state["layer3.0.bn2.running_var"])
+  assert not np.any(loaded["params"]["video_network"]["channel_conv"]["kernel"])  # untouched
+  # The oracle has no trunk to load into.
+  cfg.visual_source = "oracle"
+  with pytest.raises(ValueError, match="visual_source='oracle'"):
+    pretrained.load_pretrained({}, cfg)

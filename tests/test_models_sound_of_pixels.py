@@ -1,5 +1,6 @@
-"""Sound-of-Pixels baseline (tiny config): shapes, conditioning, gradients, and one training
-step + evaluation through the trainer's pipeline, loss and separation evaluation."""
+"""Sound-of-Pixels baseline (tiny config): shapes, conditioning, the original's initialisation
+(initial masks ~0.5), the oracle visual vector, gradients, the original's optimiser groups, and
+one training step + evaluation through the trainer's pipeline, loss and separation evaluation."""
 
 import os
 
@@ -9,6 +10,7 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_backend_optimization_level=0").strip()
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -36,13 +38,19 @@ def tiny_model():
   return cfg, model, init(jax.random.PRNGKey(1), inputs), inputs
 
 
-def test_output_shapes_and_one_mask_per_video(tiny_model):
+@pytest.fixture(scope="module")
+def tiny_apply(tiny_model):
+  """The tiny model's eval-mode forward, compiled once for the fixture's input shapes."""
+  _, model, variables, inputs = tiny_model
+  return compile_fast(lambda v, x: model.apply(v, x, train=False), variables, inputs)
+
+
+def test_output_shapes_and_one_mask_per_video(tiny_model, tiny_apply):
   cfg, model, variables, inputs = tiny_model
   # Video 1 of example 0 shows the same frames as video 0: identical masks; example 1 differs.
   frames = inputs["frames"].at[0, 1].set(inputs["frames"][0, 0])
   inputs = dict(inputs, frames=frames)
-  outputs, intermediates = compile_fast(lambda v, x: model.apply(v, x, train=False),
-                                        variables, inputs)(variables, inputs)
+  outputs, intermediates = tiny_apply(variables, inputs)
   assert set(outputs) == {"mask_logits"}
   assert outputs["mask_logits"].shape == (2, 2, 256, 256)
   assert intermediates["visual_feature"].shape == (2, 2, cfg.num_channels)
@@ -54,6 +62,78 @@ def test_output_shapes_and_one_mask_per_video(tiny_model):
   logits = np.asarray(outputs["mask_logits"])
   np.testing.assert_allclose(logits[0, 0], logits[0, 1], atol=1e-5)
   assert not np.allclose(logits[1, 0], logits[1, 1])
+
+
+def test_original_initialisation_gives_masks_near_one_half(tiny_model, tiny_apply):
+  """weights_init of the original: U-Net conv kernels N(0, 1e-3), BatchNorm scales N(1, 0.02),
+  biases 0: the initial mask probabilities are ~0.5 on random input."""
+  cfg, _, variables, inputs = tiny_model
+  assert cfg.init == "sound_of_pixels"
+  params = jax.tree.map(np.asarray, nn.meta.unbox(variables["params"]))
+  unet = params["audio_network"]
+  kernels = np.concatenate([unet[n]["kernel"].ravel() for n in unet if "kernel" in unet[n]])
+  assert abs(kernels.std() - 1e-3) < 2e-4 and abs(kernels.mean()) < 2e-4
+  scales = np.concatenate([unet[n]["scale"].ravel() for n in unet if "scale" in unet[n]])
+  assert abs(scales.mean() - 1) < 0.01 and 0.01 < scales.std() < 0.03
+  # The trunk keeps torchvision's ResNet initialisation (Kaiming normal, fan-out).
+  conv1 = params["video_network"]["resnet"]["conv1"]["kernel"]  # [7, 7, 3, width]
+  assert abs(conv1.std() - np.sqrt(2 / (49 * conv1.shape[-1]))) < 0.3 * conv1.std()
+  outputs, _ = tiny_apply(variables, inputs)
+  masks = np.asarray(jax.nn.sigmoid(outputs["mask_logits"]))
+  assert abs(masks.mean() - 0.5) < 0.01 and masks.std() < 0.01, (masks.mean(), masks.std())
+
+
+def test_flax_initialisation_switch():
+  cfg = sop_config.get_config("tiny").model
+  cfg.init = "flax"
+  unet = sound_of_pixels.AudioUNet(cfg)  # the U-Net alone: the part whose init differs
+  log_mixture = jnp.zeros((1, 256, 256))
+  variables = jax.jit(lambda k: unet.init(k, log_mixture, train=False))(jax.random.PRNGKey(0))
+  params = nn.meta.unbox(variables["params"])
+  assert np.all(np.asarray(params["input_bn"]["scale"]) == 1.0)  # Flax's ones
+  assert np.asarray(params["down0"]["kernel"]).std() > 0.05  # LeCun normal, not N(0, 1e-3)
+  cfg.init = "torch"
+  with pytest.raises(ValueError, match="config.model.init='torch'"):
+    jax.eval_shape(lambda: unet.clone(config=cfg).init(jax.random.PRNGKey(0), log_mixture,
+                                                        train=False))
+
+
+def test_oracle_visual_vector_comes_from_the_labels():
+  """visual_source="oracle": the visual vector is sigmoid(labels @ W), no frames read; different
+  labels give different masks, and the map (and the audio side) receive gradients."""
+  config = sop_config.get_config("tiny,visual=oracle")
+  cfg = config.model
+  assert cfg.visual_source == "oracle" and not config.optim.lr_multipliers
+  model = sound_of_pixels.SoundOfPixels(cfg)
+  inputs = sound_of_pixels.example_inputs(cfg, batch_size=1, key=jax.random.PRNGKey(0))
+  labels = jax.nn.one_hot(jnp.array([[0, 1]]), cfg.num_classes)
+  inputs = dict(inputs, labels=labels, frames=None)  # the oracle never reads frames
+  variables = nn.meta.unbox(jax.jit(lambda k: model.init({"params": k}, inputs, train=False))(
+      jax.random.PRNGKey(1)))
+  params = variables["params"]
+  assert set(params) == {"oracle_visual", "audio_network", "synthesizer"}
+  kernel = np.asarray(params["oracle_visual"]["label_map"]["kernel"])  # [C, K], N(0, 1e-4)
+  assert kernel.shape == (cfg.num_classes, cfg.num_channels) and kernel.std() < 3e-4
+  # A larger map so the two videos' vectors differ visibly.
+  params = dict(params, oracle_visual={"label_map": {"kernel": jnp.asarray(
+      np.random.default_rng(0).standard_normal(kernel.shape), jnp.float32)}})
+
+  def loss(p):
+    (outputs, intermediates), _ = model.apply({"params": p, "batch_stats":
+                                               variables["batch_stats"]}, inputs, train=True,
+                                              mutable=["batch_stats"])
+    return jnp.mean(outputs["mask_logits"][:, 0] ** 2), (outputs, intermediates)
+
+  grads, (outputs, intermediates) = jax.jit(jax.grad(loss, has_aux=True))(params)
+  expected = jax.nn.sigmoid(labels @ params["oracle_visual"]["label_map"]["kernel"])
+  np.testing.assert_allclose(intermediates["visual_feature"], expected, rtol=1e-5)
+  logits = np.asarray(outputs["mask_logits"])
+  assert not np.allclose(logits[0, 0], logits[0, 1])
+  # Only class 0's row of the map gets a gradient from video 0's loss.
+  row_norms = np.abs(np.asarray(grads["oracle_visual"]["label_map"]["kernel"])).sum(-1)
+  assert row_norms[0] > 0 and np.all(row_norms[1:] == 0)
+  with pytest.raises(ValueError, match="labels"):
+    model.apply(variables, {k: v for k, v in inputs.items() if k != "labels"}, train=False)
 
 
 def test_synthesizer_is_linear_in_the_audio_channels():
@@ -108,19 +188,45 @@ def test_config_sizes_build(size):
   reference = pretrain.get_config(size)
   assert config.num_train_steps == reference.num_train_steps
   assert config.data.batch_size == reference.data.batch_size
-  optim, reference_optim = config.optim.to_dict(), reference.optim.to_dict()
-  multipliers, reference_multipliers = optim.pop("lr_multipliers"), reference_optim.pop(
-      "lr_multipliers")
-  assert optim == reference_optim
-  # TriBERT's separation-network rate goes to Sound-of-Pixels' separation modules.
-  factor = reference_multipliers.get("separation_net")
-  expected = {} if factor is None else {"audio_network": factor, "synthesizer": factor}
-  assert multipliers == expected
+  # The original's optimiser: SGD 0.9, weight decay 1e-4, 1e-3 and 0.1x for the ResNet trunk,
+  # x0.1 at 40 % and 80 % of the updates.
+  optim = config.optim
+  assert (optim.name, optim.learning_rate, optim.momentum, optim.weight_decay) == (
+      "sgd", 1e-3, 0.9, 1e-4)
+  assert (optim.decay, tuple(optim.decay_fractions), optim.decay_factor) == (
+      "step", (0.4, 0.8), 0.1)
+  assert optim.lr_multipliers.to_dict() == {"video_network/resnet": 0.1}
+  assert not config.init.parts.frames.checkpoint
   model = sound_of_pixels.SoundOfPixels(config.model)
   variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)},
                                                 sound_of_pixels.example_inputs(config.model),
                                                 train=False))
   assert set(variables["params"]) == {"video_network", "audio_network", "synthesizer"}
+  # The multiplier names the trunk's parameters (an unmatched key would raise here).
+  from tribert_jax import optimizers  # pylint: disable=g-import-not-at-top
+  tx, _ = optimizers.make_optimizer(optim, config.num_train_steps,
+                                    param_names=list(variables["params"]))
+  jax.eval_shape(tx.init, variables["params"])
+
+
+def test_decay_follows_an_override_of_the_number_of_updates():
+  from tribert_jax import optimizers  # pylint: disable=g-import-not-at-top
+  config = sop_config.get_config("cpu")
+  for steps in (config.num_train_steps, 50):  # e.g. benchmarks/quality.py --steps 50
+    _, schedule = optimizers.make_optimizer(config.optim, steps)
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(int(0.4 * steps))) == pytest.approx(1e-4)
+    assert float(schedule(steps - 1)) == pytest.approx(1e-5)
+
+
+def test_config_arguments():
+  config = sop_config.get_config("cpu,frames=pretrained")
+  assert config.init.parts.frames.checkpoint == "./runs/sound_of_pixels_frames_cpu"
+  assert tuple(map(tuple, config.init.parts.frames.prefix_map)) == (
+      ("resnet", "video_network/resnet"),)
+  for bad in ("tiny,frames=imagenet", "tiny,visual=pose", "tiny,frames=pretrained,visual=oracle"):
+    with pytest.raises(ValueError, match="frames|visual"):
+      sop_config.get_config(bad)
 
 
 def test_trains_and_evaluates_through_the_trainer(synthmusic_tiny, tmp_path):

@@ -1,11 +1,14 @@
 """optim.name="bert_adam" against a NumPy transcription of the release's BertAdam step
-(pytorch_pretrained_bert / tribert/optimization.py: BertAdam.step, WarmupLinearSchedule)."""
+(pytorch_pretrained_bert / tribert/optimization.py: BertAdam.step, WarmupLinearSchedule);
+optim.name="sgd" against torch.optim.SGD's update formula; the step decay; per-prefix learning
+rates; validation of the optimiser keys."""
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 import numpy as np
+import pytest
 
 from configs.parts.train import add_train_config, use_bert_adam
 from tribert_jax import optimizers
@@ -103,3 +106,108 @@ def test_frozen_parameters_never_change_even_with_weight_decay():
   # A sibling whose name merely starts with the prefix is trained.
   assert not np.allclose(params["pose_encoder_extra"]["kernel"], 1.0)
   assert not np.allclose(params["pose_encoder"]["feature_projection"]["kernel"], 1.0)
+
+
+def np_torch_sgd_step(params, grads, buffers, lr, momentum, weight_decay):
+  """One torch.optim.SGD.step (dampening 0, nesterov False) over a dict of tensors, as its
+  documented update: d_p = g + wd * p; buf = d_p at the first step, else momentum * buf + d_p;
+  p = p - lr * buf."""
+  out, new_buffers = {}, {}
+  for name, p in params.items():
+    d_p = grads[name] + weight_decay * p
+    buf = d_p.copy() if buffers.get(name) is None else momentum * buffers[name] + d_p
+    out[name], new_buffers[name] = p - lr * buf, buf
+  return out, new_buffers
+
+
+def test_sgd_matches_torch_formula_with_momentum_weight_decay_and_step_decay():
+  config = add_train_config(ml_collections.ConfigDict())
+  optim = config.optim
+  optim.name, optim.learning_rate, optim.momentum, optim.weight_decay = "sgd", 0.1, 0.9, 1e-2
+  optim.decay, optim.decay_steps, optim.decay_factor = "step", (3,), 0.1
+  tx, schedule = optimizers.make_optimizer(optim, 10)
+  rng = np.random.default_rng(0)
+  params = {"kernel": rng.standard_normal((4, 3)), "bias": rng.standard_normal((3,))}
+  np_params, buffers = dict(params), {}
+  jparams = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  opt_state = tx.init(jparams)
+  for i in range(6):
+    grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    lr = 0.1 if i < 3 else 0.01  # torch: the scheduler changes group["lr"] between steps
+    assert np.isclose(float(schedule(i)), lr)
+    np_params, buffers = np_torch_sgd_step(np_params, grads, buffers, lr, 0.9, 1e-2)
+    updates, opt_state = tx.update(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads),
+                                   opt_state, jparams)
+    jparams = optax.apply_updates(jparams, updates)
+    for k in params:  # every parameter is decayed, biases too (torch decays the whole group)
+      np.testing.assert_allclose(np.asarray(jparams[k]), np_params[k], rtol=1e-5, atol=1e-6,
+                                 err_msg=f"step {i}, {k}")
+
+
+def test_step_decay_values_warmup_and_fractions():
+  config = add_train_config(ml_collections.ConfigDict())
+  optim = config.optim
+  optim.learning_rate, optim.decay, optim.decay_factor = 1.0, "step", 0.1
+  optim.decay_steps, optim.warmup_steps = (4, 8), 2
+  _, schedule = optimizers.make_optimizer(optim, 10)
+  values = [float(schedule(c)) for c in range(10)]
+  # Warm-up 0, 0.5; then 1 until the absolute count 4, 0.1 until 8, then 0.01.
+  np.testing.assert_allclose(values, [0, 0.5, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+  # Fractions follow the run's length (e.g. a --steps override of num_train_steps).
+  optim.decay_steps, optim.warmup_steps, optim.decay_fractions = (), 0, (0.4, 0.8)
+  for total in (10, 100):
+    _, schedule = optimizers.make_optimizer(optim, total)
+    assert optimizers.step_boundaries(optim, total) == [int(0.4 * total), int(0.8 * total)]
+    np.testing.assert_allclose([float(schedule(c)) for c in
+                                (0, int(0.4 * total) - 1, int(0.4 * total), int(0.8 * total))],
+                               [1, 1, 0.1, 0.01], rtol=1e-6)
+
+
+def _multiplier_updates(multipliers, params):
+  config = add_train_config(ml_collections.ConfigDict())
+  config.optim.name, config.optim.learning_rate, config.optim.momentum = "sgd", 1.0, 0.0
+  config.optim.lr_multipliers = ml_collections.ConfigDict(multipliers)
+  tx, _ = optimizers.make_optimizer(config.optim, 10, param_names=list(params))
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  return {optimizers.parameter_path(p): float(-u.reshape(-1)[0])
+          for p, u in jax.tree_util.tree_flatten_with_path(updates)[0]}
+
+
+def test_lr_multipliers_match_path_prefixes_longest_first():
+  leaf = jnp.ones((2,))
+  params = {"video_network": {"resnet": {"conv1": {"kernel": leaf}}, "resnet_head": {"b": leaf},
+                              "channel_conv": {"kernel": leaf}},
+            "audio_network": {"kernel": leaf}}
+  rates = _multiplier_updates({"video_network": 2.0, "video_network/resnet": 0.1,
+                               "audio_network": 3.0}, params)
+  assert rates == pytest.approx({"video_network/resnet/conv1/kernel": 0.1,
+                                 # a whole-component prefix only: resnet_head is not resnet
+                                 "video_network/resnet_head/b": 2.0,
+                                 "video_network/channel_conv/kernel": 2.0,
+                                 "audio_network/kernel": 3.0})
+  # No multiplier: the base rate.
+  assert _multiplier_updates({"audio_network": 3.0}, params)[
+      "video_network/channel_conv/kernel"] == pytest.approx(1.0)
+
+
+def test_lr_multiplier_key_matching_nothing_is_an_error():
+  params = {"video_network": {"resnet": {"kernel": jnp.ones((2,))}}}
+  with pytest.raises(ValueError, match="video_network/resnett"):
+    _multiplier_updates({"video_network/resnett": 0.1}, params)
+  with pytest.raises(ValueError, match="vide_network"):
+    _multiplier_updates({"vide_network": 0.1}, params)
+
+
+def test_optimizer_keys_are_validated_naming_the_key():
+  from tribert_jax import validation  # pylint: disable=g-import-not-at-top
+  config = add_train_config(ml_collections.ConfigDict())
+  config.optim.decay, config.optim.momentum, config.optim.decay_factor = "step", 1.5, 0.0
+  config.optim.decay_fractions = (0.4, 1.2)
+  config.optim.lr_multipliers = ml_collections.ConfigDict({"video_network/": 0.1, "a": -1.0})
+  problems = "\n".join(validation.check_config(config))
+  for key in ("optim.momentum", "optim.decay_factor", "optim.decay_fractions",
+              "lr_multipliers['video_network/']", "lr_multipliers['a']"):
+    assert key in problems, problems
+  config = add_train_config(ml_collections.ConfigDict())
+  config.optim.decay = "step"
+  assert "config.optim.decay='step'" in "\n".join(validation.check_config(config))

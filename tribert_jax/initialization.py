@@ -3,7 +3,7 @@
 Initialisation order (restore_or_initialize; big_vision's "Load Checkpoint" shape):
   1. resume: the latest checkpoint under WORKDIR/checkpoints (same step, data position, rng);
   2. otherwise a fresh state (sharded init), then
-     a. pretrained weights config.model names (ImageNet ResNet-50 .npz), then
+     a. pretrained weights config.model names (ImageNet ResNet-50 / ResNet-18 .npz), then
      b. config.init.parts.* (the staged recipe): each named part with a checkpoint copies the
         parameters under its target prefixes from another phase's workdir (e.g. the visual
         trunk and U-Net of a separation_pretrain run, a pose_pretrain run's ST-GCN into
@@ -258,12 +258,12 @@ def init_from_checkpoint(state: TrainState, shardings: TrainState, path: str, wh
 
 def apply_pretrained_weights(state: TrainState, shardings: TrainState | None,
                              config: ml_collections.ConfigDict) -> TrainState:
-  """A fresh state with the weights config.model names loaded (ImageNet ResNet-50 .npz at
-  config.model.visual.pretrained_path); unchanged when it names none. Another phase's checkpoint
-  (config.init.checkpoint), applied afterwards, takes precedence over these."""
+  """A fresh state with the weights config.model names loaded (an ImageNet ResNet-50 or -18
+  .npz at config.model.visual.pretrained_path); unchanged when it names none. Another phase's
+  checkpoint (config.init.parts, config.init.checkpoint), applied afterwards, takes precedence
+  over these."""
   model_config = config.model
-  if (model_config.name != "tribert" or "visual" not in model_config
-      or not (model_config.visual.enabled and model_config.visual.pretrained_path)):
+  if not pretrained.pretrained_resnet_path(model_config):
     return state
   variables = pretrained.load_pretrained(
       {"params": state.params, "batch_stats": state.batch_stats}, model_config)

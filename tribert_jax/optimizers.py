@@ -8,6 +8,17 @@ square root; with decay="warmup_linear" its schedule. One difference: the releas
 parameter whose name has no "bias"/"LayerNorm" (BatchNorm scales included); here every parameter
 with at least 2 dimensions (kernels, embedding tables) is decayed, no 1-D one (biases, LayerNorm
 and BatchNorm scales).
+
+optim.name = "sgd" is torch.optim.SGD as Sound-of-Pixels trains with it (dampening 0, no
+nesterov): g <- g + weight_decay * p (coupled, every parameter, as torch decays every parameter
+of a group), buf <- momentum * buf + g (buf = g at the first update), p <- p - lr * buf.
+optim.decay = "step" is the matching schedule: the learning rate times decay_factor at each
+update count of decay_steps (absolute) and of decay_fractions (fractions of the run's updates,
+so they follow an override of num_train_steps).
+
+optim.lr_multipliers: parameter path prefix ("video_network/resnet", or a top-level module name)
+-> factor on the schedule; the longest matching prefix wins, and a key that matches no parameter
+is an error (a mistyped key must not silently train everything at the base rate).
 """
 
 from __future__ import annotations
@@ -36,21 +47,54 @@ def warmup_linear_schedule(peak: float, total_steps: int, warmup_proportion: flo
   return schedule
 
 
+def step_boundaries(optim: ml_collections.ConfigDict, total_steps: int) -> list[int]:
+  """The update counts where decay="step" multiplies the rate by decay_factor: decay_steps as
+  given, decay_fractions as round(fraction * total_steps), sorted (a count may repeat)."""
+  absolute = [int(s) for s in optim.get("decay_steps", ())]
+  relative = [int(round(float(f) * int(total_steps))) for f in optim.get("decay_fractions", ())]
+  return sorted(absolute + relative)
+
+
+def step_schedule(peak: float, boundaries: Sequence[int], factor: float,
+                  warmup_steps: int = 0) -> optax.Schedule:
+  """Piecewise constant: peak * factor**(number of boundaries <= count), count the absolute
+  update count (0 for the first update); a linear warm-up from 0 over warmup_steps first."""
+  bounds = jnp.asarray(list(boundaries) or [-1], jnp.int32)
+  used = len(boundaries) > 0
+
+  def schedule(count):
+    count = jnp.asarray(count, jnp.int32)
+    drops = jnp.sum(count >= bounds) if used else 0
+    rate = peak * jnp.power(jnp.float32(factor), drops)
+    if warmup_steps > 0:
+      rate = jnp.where(count < warmup_steps, peak * count / warmup_steps, rate)
+    return rate
+
+  return schedule
+
+
 def make_schedule(optim: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to optim.learning_rate, then constant or cosine decay; or BertAdam's
-  "warmup_linear" (warm-up over optim.warmup_proportion of total_steps, then linear to 0)."""
+  """Linear warmup from 0 to optim.learning_rate, then constant, cosine or step decay; or
+  BertAdam's "warmup_linear" (warm-up over optim.warmup_proportion of total_steps, then linear
+  to 0)."""
   peak = float(optim.learning_rate)
   warmup = int(optim.warmup_steps)
   if optim.decay == "warmup_linear":
     return warmup_linear_schedule(peak, total_steps, optim.get("warmup_proportion", 0.1))
+  if optim.decay == "step":
+    boundaries = step_boundaries(optim, total_steps)
+    if not boundaries:
+      raise ValueError("config.optim.decay='step' needs config.optim.decay_steps or "
+                       "config.optim.decay_fractions")
+    return step_schedule(peak, boundaries, float(optim.decay_factor), warmup)
   if optim.decay == "constant":
     decay = optax.constant_schedule(peak)
   elif optim.decay == "cosine":
     decay_steps = max(1, int(total_steps) - warmup)
     decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=float(optim.end_lr_factor))
   else:
-    raise ValueError(f"config.optim.decay={optim.decay!r}: expected 'constant', 'cosine' or "
-                     f"'warmup_linear'")
+    raise ValueError(f"config.optim.decay={optim.decay!r}: expected 'constant', 'cosine', "
+                     f"'step' or 'warmup_linear'")
   if warmup <= 0:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
@@ -110,6 +154,19 @@ def bert_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float 
   return optax.chain(*chain)
 
 
+def torch_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.0,
+              weight_decay: float = 0.0) -> optax.GradientTransformation:
+  """torch.optim.SGD (dampening 0, no nesterov) as an optax chain: coupled weight decay on every
+  parameter added to the gradient, then the momentum buffer, then -lr(count) scaling."""
+  chain = []
+  if weight_decay:
+    chain.append(optax.add_decayed_weights(weight_decay))
+  if momentum:
+    chain.append(optax.trace(decay=momentum, nesterov=False))
+  chain.append(optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(*chain)
+
+
 def _base_optimizer(optim: ml_collections.ConfigDict,
                     learning_rate: optax.Schedule) -> optax.GradientTransformation:
   """The optimiser proper; Adam is the paper's choice."""
@@ -119,7 +176,8 @@ def _base_optimizer(optim: ml_collections.ConfigDict,
     return optax.adamw(learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                        weight_decay=optim.weight_decay)
   if optim.name == "sgd":
-    return optax.sgd(learning_rate, momentum=optim.b1)
+    return torch_sgd(learning_rate, momentum=optim.get("momentum", optim.b1),
+                     weight_decay=optim.weight_decay)
   if optim.name == "bert_adam":
     return bert_adam(learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                      weight_decay=optim.weight_decay,
@@ -128,15 +186,41 @@ def _base_optimizer(optim: ml_collections.ConfigDict,
                    f"'bert_adam'")
 
 
+def parameter_path(path: Sequence[Any]) -> str:
+  """'a/b/kernel' of a tree_map_with_path key path (dict keys only: logical-partitioning boxes
+  add attribute keys, which are not part of the parameter's name)."""
+  return "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def matching_prefix(name: str, prefixes: Sequence[str]) -> str | None:
+  """The longest of prefixes that is name itself or a whole-component prefix of it ('a/b'
+  matches 'a/b/kernel', not 'a/bc/kernel'); None if none."""
+  matches = [p for p in prefixes if name == p or name.startswith(p + "/")]
+  return max(matches, key=len) if matches else None
+
+
 def param_group_labels(multipliers: Mapping[str, float]) -> Callable[[Any], Any]:
-  """Returns a function labelling each parameter with its top-level module name if that name
-  has a learning-rate multiplier, else DEFAULT_GROUP."""
+  """Returns a function labelling each parameter with the longest multiplier key that is a path
+  prefix of it, else DEFAULT_GROUP; it raises a ValueError naming every key that matches no
+  parameter."""
+  keys = sorted(multipliers)
 
   def label(params):
+    used = set()
     def leaf_label(path, _):
-      top = getattr(path[0], "key", str(path[0]))
-      return top if top in multipliers else DEFAULT_GROUP
-    return jax.tree_util.tree_map_with_path(leaf_label, params)
+      match = matching_prefix(parameter_path(path), keys)
+      if match is None:
+        return DEFAULT_GROUP
+      used.add(match)
+      return match
+    labels = jax.tree_util.tree_map_with_path(leaf_label, params)
+    unused = [k for k in keys if k not in used]
+    if unused:
+      raise ValueError(f"config.optim.lr_multipliers keys {unused} match no parameter path "
+                       f"prefix of the model (keys are 'module' or 'module/submodule', e.g. "
+                       f"'video_network/resnet'; top-level modules: "
+                       f"{sorted(str(k) for k in params)})")
+    return labels
 
   return label
 
@@ -148,9 +232,8 @@ def freeze(tx: optax.GradientTransformation, prefixes: Sequence[str]
 
   def label(params):
     def leaf_label(path, _):
-      name = "/".join(str(getattr(k, "key", k)) for k in path)
-      return "frozen" if any(name == p or name.startswith(p + "/") for p in prefixes) \
-          else "trainable"
+      name = parameter_path(path)
+      return "frozen" if matching_prefix(name, prefixes) is not None else "trainable"
     return jax.tree_util.tree_map_with_path(leaf_label, params)
 
   return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, label)
@@ -161,18 +244,20 @@ def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns (optimiser, schedule of the base learning rate) for config.optim.
 
-  Per-module learning rates: optim.lr_multipliers maps a top-level parameter collection name
-  (e.g. the pretrained visual backbone) to a factor on the base schedule. Names that are not in
-  the model (param_names) are an error rather than silently ignored. frozen: parameter path
-  prefixes that never change (tasks' Task.frozen).
+  Per-module learning rates: optim.lr_multipliers maps a parameter path prefix (a top-level
+  module name, or 'module/submodule' such as 'video_network/resnet') to a factor on the base
+  schedule; the longest matching prefix wins. A key whose first component is not a top-level
+  name of the model (param_names) is an error here; a key that matches no parameter at all is
+  an error when the optimiser state is initialised (tx.init). frozen: parameter path prefixes
+  that never change (tasks' Task.frozen).
   """
   schedule = make_schedule(optim, total_steps)
   multipliers = dict(optim.lr_multipliers)
   if param_names is not None:
-    unknown = sorted(set(multipliers) - set(param_names))
+    unknown = sorted(k for k in multipliers if k.split("/")[0] not in set(param_names))
     if unknown:
-      raise ValueError(f"config.optim.lr_multipliers names {unknown}, which are not top-level "
-                       f"parameter names of the model ({sorted(param_names)})")
+      raise ValueError(f"config.optim.lr_multipliers keys {unknown} match no parameter path "
+                       f"prefix of the model (top-level names: {sorted(param_names)})")
   if multipliers:
     transforms = {DEFAULT_GROUP: _base_optimizer(optim, schedule)}
     for name, factor in multipliers.items():

@@ -21,13 +21,15 @@ from typing import Any, Iterable, Sequence
 ENUMS = {
     "dataset": ("synthmusic", "music21", "music"),
     "phase": ("pose_pretrain", "separation_pretrain", "pretrain", "finetune", "sound_of_pixels",
-              "retrieval", "probe", "ablations"),
+              "sound_of_pixels_frames", "retrieval", "probe", "ablations"),
     "data.source": ("folder", "tfds"),
     "data.eval_split": ("train", "val", "test"),
     "data.train_split": ("train", "val", "test"),
-    "model.name": ("tribert", "sound_of_pixels", "separation_pretrain"),
+    "model.name": ("tribert", "sound_of_pixels", "separation_pretrain", "frame_classifier"),
+    "model.init": ("sound_of_pixels", "flax"),
+    "model.visual_source": ("frames", "oracle"),
     "optim.name": ("adam", "adamw", "sgd", "bert_adam"),
-    "optim.decay": ("constant", "cosine", "warmup_linear"),
+    "optim.decay": ("constant", "cosine", "step", "warmup_linear"),
     "eval.mask_type": ("binary", "ratio"),
     "eval.silent_policy": ("skip", "error"),
     "eval.backend": ("mir_eval", "fast_bss_eval"),
@@ -115,6 +117,7 @@ def check_config(config: Any) -> list[str]:
       bad(f"init.parts.{name}.checkpoint", parts[name].checkpoint,
           f"cannot be combined with config.init.checkpoint={whole!r} (the whole model from "
           "one checkpoint): set one of them")
+  problems.extend(_check_optimizer(config))
   present, stgcn_input = lookup(config, "model.pose.stgcn_input")
   _, pose_on = lookup(config, "model.pose.enabled")
   _, feature_source = lookup(config, "pose_features.checkpoint")
@@ -137,6 +140,49 @@ def check_config(config: Any) -> list[str]:
           "only clips with a pose file, so it cannot serve clips without pose")
   elif present and not isinstance(require_pose, bool):
     bad("data.require_pose", require_pose, "expected True or False")
+  return problems
+
+
+def _check_optimizer(config: Any) -> list[str]:
+  """Problems of the keys of optim.name="sgd", optim.decay="step" and optim.lr_multipliers."""
+  problems: list[str] = []
+
+  def bad(key: str, value: Any, expected: str) -> None:
+    problems.append(f"config.{key}={value!r}: {expected}")
+
+  present, momentum = lookup(config, "optim.momentum")
+  if present and (not _is_number(momentum) or not 0 <= momentum < 1):
+    bad("optim.momentum", momentum, "SGD momentum must be in [0, 1)")
+  _, decay = lookup(config, "optim.decay")
+  present, factor = lookup(config, "optim.decay_factor")
+  if present and (not _is_number(factor) or not factor > 0):
+    bad("optim.decay_factor", factor, "the step decay's factor must be > 0")
+  present, steps = lookup(config, "optim.decay_steps")
+  steps = tuple(steps) if present and isinstance(steps, (tuple, list)) else steps
+  if present and (not isinstance(steps, tuple)
+                  or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                             for s in steps)):
+    bad("optim.decay_steps", steps, "expected a tuple of update counts (integers >= 0)")
+  present_f, fractions = lookup(config, "optim.decay_fractions")
+  fractions = (tuple(fractions) if present_f and isinstance(fractions, (tuple, list))
+               else fractions)
+  if present_f and (not isinstance(fractions, tuple)
+                    or not all(_is_number(f) and 0 < f <= 1 for f in fractions)):
+    bad("optim.decay_fractions", fractions,
+        "expected a tuple of fractions of num_train_steps in (0, 1]")
+  if decay == "step" and not (steps or fractions):
+    bad("optim.decay", decay, "needs config.optim.decay_steps or config.optim.decay_fractions "
+        "(the update counts where the learning rate drops)")
+  _, multipliers = lookup(config, "optim.lr_multipliers")
+  for key in sorted(multipliers or {}):
+    value = multipliers[key]
+    if not isinstance(key, str) or not key or key.startswith("/") or key.endswith("/") \
+        or "//" in key:
+      bad(f"optim.lr_multipliers[{key!r}]", value,
+          "keys are parameter path prefixes such as 'video_network' or 'video_network/resnet'")
+    elif not _is_number(value) or not math.isfinite(value) or value < 0:
+      bad(f"optim.lr_multipliers[{key!r}]", value, "a learning-rate factor must be finite and "
+          ">= 0")
   return problems
 
 

@@ -18,22 +18,34 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   config.grad_accum_steps = 1
 
   optim = config.optim = ml_collections.ConfigDict()
-  optim.name = "adam"  # paper: Adam; "bert_adam" = the release's BertAdam (use_bert_adam below)
+  # paper: Adam; "bert_adam" = the release's BertAdam (use_bert_adam below); "sgd" = torch's SGD
+  # (Sound-of-Pixels: momentum, coupled weight decay on every parameter).
+  optim.name = "adam"
   optim.learning_rate = 1e-5  # paper: 1e-5 (pretrain), 1e-7 (finetune)
   optim.warmup_steps = 0  # linear warmup from 0 (paper: none)
-  # "constant" (paper), "cosine" (to end_lr_factor x peak) or "warmup_linear" (BertAdam's:
-  # warm-up over warmup_proportion of the steps, then linear to 0; warmup_steps unused).
+  # "constant" (paper), "cosine" (to end_lr_factor x peak), "step" (x decay_factor at each
+  # update count of decay_steps and decay_fractions, after the warm-up) or "warmup_linear"
+  # (BertAdam's: warm-up over warmup_proportion of the steps, then linear to 0; warmup_steps
+  # unused).
   optim.decay = "constant"
+  optim.decay_factor = 0.1  # step only
+  optim.decay_steps = ()  # step only: absolute update counts
+  # step only: fractions of the run's updates (resolved against num_train_steps when the
+  # optimiser is built, so they follow an override of num_train_steps)
+  optim.decay_fractions = ()
   optim.warmup_proportion = 0.1  # warmup_linear only (release: 0.1)
   optim.end_lr_factor = 0.0  # cosine floor as a fraction of the peak learning rate
   optim.b1 = 0.9
   optim.b2 = 0.999
   optim.eps = 1e-8
-  optim.weight_decay = 0.0  # adamw and bert_adam (release BertAdam: 0.01)
+  optim.momentum = 0.9  # sgd only
+  optim.weight_decay = 0.0  # adamw, bert_adam (release BertAdam: 0.01) and sgd (coupled)
   # bert_adam only: clip every gradient tensor on its own to this L2 norm (release: 1.0).
   optim.per_tensor_clip_norm = 1.0
   optim.grad_clip_norm = 0.0  # global-norm clipping; 0 = off (paper: none)
-  # Top-level parameter name -> learning-rate factor (e.g. a pretrained backbone at 0.1x).
+  # Parameter path prefix ("video_network" or "video_network/resnet") -> learning-rate factor
+  # (e.g. a pretrained backbone at 0.1x); the longest matching prefix wins; a key that matches
+  # no parameter is an error.
   optim.lr_multipliers = ml_collections.ConfigDict()
 
   mesh = config.mesh = ml_collections.ConfigDict()
@@ -66,11 +78,11 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   parts = init.parts = ml_collections.ConfigDict()
   # The visual trunk and the U-Net from a separation_pretrain workdir (what the release's
   # weights_frame / weights_sound stand for; configs/separation_pretrain.py).
-  parts.separation = _init_part(("visual_encoder", "visual_encoder"),
+  parts.separation = init_part(("visual_encoder", "visual_encoder"),
                                 ("separation_net", "separation_net"))
   # The ST-GCN from a pose_pretrain workdir into TriBERT's pose encoder (paper: ST-GCN trained on
   # the keypoints beforehand; freeze it with model.pose.freeze_stgcn).
-  parts.pose = _init_part(("stgcn", "pose_encoder/stgcn"))
+  parts.pose = init_part(("stgcn", "pose_encoder/stgcn"))
 
   # Frozen ST-GCN features (model.pose.stgcn_input="features"): the pose_pretrain workdir whose
   # ST-GCN computes them, and where the cache goes ("" = WORKDIR/pose_features; a folder per
@@ -111,7 +123,7 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   return config
 
 
-def _init_part(*prefix_map: tuple[str, str]) -> ml_collections.ConfigDict:
+def init_part(*prefix_map: tuple[str, str]) -> ml_collections.ConfigDict:
   """One entry of config.init.parts: a checkpoint ("" = unused) and its (source prefix, target
   prefix) pairs."""
   part = ml_collections.ConfigDict()

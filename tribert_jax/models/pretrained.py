@@ -1,10 +1,15 @@
-"""Loading pretrained weights in another framework's format into TriBERT variables.
+"""Loading pretrained weights in another framework's format into this project's variables.
 
-- ImageNet ResNet-50 from a torchvision-style state dict saved as .npz (no torch needed here):
-  conv1.weight, bn1.{weight,bias,running_mean,running_var}, layer1.0.conv1.weight, ...,
-  layer1.0.downsample.{0,1}.*; conv kernels OIHW -> HWIO; fc.* and num_batches_tracked ignored.
-  Make the .npz once with: `np.savez(path, **{k: v.numpy() for k, v in
-  torchvision.models.resnet50(weights="IMAGENET1K_V1").state_dict().items()})`.
+- ImageNet ResNet-50 (TriBERT's visual encoder) or ResNet-18 (Sound-of-Pixels' video network and
+  the frame classifier of its frame pre-training) from a torchvision-style state dict saved as
+  .npz (no torch needed here): conv1.weight, bn1.{weight,bias,running_mean,running_var},
+  layer1.0.conv1.weight, ..., layer1.0.downsample.{0,1}.*; conv kernels OIHW -> HWIO; fc.* and
+  num_batches_tracked ignored. Bottleneck blocks (ResNet-50: conv1..3, bn1..3) and basic blocks
+  (ResNet-18: conv1, conv2, bn1, bn2) use the same key pattern; the dilated ResNet-18 of
+  Sound-of-Pixels has torchvision's kernel shapes (dilation changes no weight). Make the .npz
+  once with: `np.savez(path, **{k: v.numpy() for k, v in
+  torchvision.models.resnet50(weights="IMAGENET1K_V1").state_dict().items()})` (resnet18 and
+  "IMAGENET1K_V1" for the ResNet-18).
 (Checkpoints of this project's own runs, e.g. a PoseClassifier's ST-GCN, are mapped by
 tribert_jax/initialization.py.)
 """
@@ -115,8 +120,30 @@ def _leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]
   return [prefix]
 
 
+# config.model.name -> where its ResNet trunk lives in the variables.
+RESNET_PATHS = {"tribert": ("visual_encoder", "resnet"),
+                "sound_of_pixels": ("video_network", "resnet"),
+                "frame_classifier": ("resnet",)}
+
+
+def pretrained_resnet_path(config: Any) -> str:
+  """config.model.visual.pretrained_path when the model has a ResNet trunk that will load it,
+  else "" (no visual keys, visual stream erased, no path)."""
+  if config.get("name") not in RESNET_PATHS or "visual" not in config:
+    return ""
+  if not config.visual.get("enabled", True):
+    return ""
+  path = config.visual.get("pretrained_path", "")
+  if path and config.get("visual_source", "frames") != "frames":
+    raise ValueError(f"config.model.visual.pretrained_path={path!r}: "
+                     f"config.model.visual_source={config.visual_source!r} has no ResNet trunk "
+                     "to load it into")
+  return path
+
+
 def load_pretrained(variables: dict, config: Any) -> dict:
   """Applies the pretrained weights named in config.model (visual.pretrained_path) if any."""
-  if config.visual.enabled and config.visual.pretrained_path:
-    variables = load_resnet_npz(variables, config.visual.pretrained_path)
+  path = pretrained_resnet_path(config)
+  if path:
+    variables = load_resnet_npz(variables, path, RESNET_PATHS[config.name])
   return variables

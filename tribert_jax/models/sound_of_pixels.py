@@ -6,15 +6,29 @@
         mutable=["batch_stats"])
   outputs, intermediates = model.apply(variables, inputs, train=False)
 
-Same inputs and `mask_logits` output as TriBERT (only frames and mix_warped are read), so the
-trainer's loss (tribert_jax.losses: only the separation term applies) and evaluation run
-unchanged. Three parts:
+Same inputs and `mask_logits` output as TriBERT (only frames and mix_warped are read; the oracle
+reads labels instead of frames), so the trainer's loss (tribert_jax.losses: only the separation
+term applies) and evaluation run unchanged. Three parts:
   * video analysis network: dilated ResNet-18 per frame (the last stage dilated instead of
     strided: stride 16), 3x3 conv to K channels, max-pool over the T frames, then over space,
     sigmoid -> one K-vector per video;
   * audio analysis network: U-Net on the log warped mixture magnitude (7 stride-2 4x4
     down-convolutions, 7 upsample + 3x3 conv levels with skips) -> K channels, once per mixture;
   * audio synthesizer: mask logit of video n = sum_k visual_k * alpha_k * audio_k + beta.
+
+config.model.visual_source = "oracle" replaces the video analysis network by a learned linear
+map (no bias, then the same sigmoid) of each video's instrument labels (inputs["labels"]): a
+check that the audio side can use a conditioning vector at all.
+
+config.model.init = "sound_of_pixels" initialises as the original (hangzhaomit/Sound-of-Pixels,
+models/__init__.py ModelBuilder.weights_init, applied to its U-Net and synthesizer): every
+convolution kernel of the U-Net N(0, 0.001^2), BatchNorm scales N(1, 0.02^2) and biases 0,
+linear layers N(0, 0.0001^2) (here: the oracle map); the U-Net's output is then ~0 and every
+initial mask ~0.5. Its frame network is an ImageNet ResNet-18 plus a 3x3 conv left at torch's
+default; from scratch here the trunk keeps torchvision's ResNet initialisation (Kaiming normal,
+fan-out; BatchNorm 1, 0) and the 3x3 conv torch's Conv2d default (uniform, +-1/sqrt(fan_in)).
+Convolution biases start at 0 (torch draws them uniformly). "flax" = LeCun normal kernels and
+BatchNorm scales 1 outside the trunk (this project's earlier initialisation).
 """
 
 from __future__ import annotations
@@ -31,8 +45,30 @@ from tribert_jax.models import layers
 Dtype = Any
 
 
+INITS = ("sound_of_pixels", "flax")
+
+
 def _kaiming() -> Any:
   return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _initializers(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Kernel/scale initialisers of config.model.init (module docstring) for the U-Net's
+  convolutions ("conv"), its BatchNorm scales ("bn_scale"), the visual 3x3 conv ("channel_conv")
+  and linear layers ("linear")."""
+  # Workdirs written before the key existed (config.json) restore with the default.
+  init = config.get("init", "sound_of_pixels")
+  if init == "sound_of_pixels":
+    return dict(conv=nn.initializers.normal(1e-3),
+                bn_scale=lambda key, shape, dtype=jnp.float32: (
+                    1.0 + 0.02 * jax.random.normal(key, shape, dtype)),
+                channel_conv=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                linear=nn.initializers.normal(1e-4))
+  if init == "flax":
+    return dict(conv=nn.initializers.lecun_normal(), bn_scale=nn.initializers.ones_init(),
+                channel_conv=nn.initializers.lecun_normal(),
+                linear=nn.initializers.lecun_normal())
+  raise ValueError(f"config.model.init={init!r}: expected one of {INITS}")
 
 
 class BasicBlock(nn.Module):
@@ -108,12 +144,28 @@ class VideoAnalysisNetwork(nn.Module):
     x = DilatedResNet(tuple(cfg.resnet_stage_sizes), cfg.resnet_width, name="resnet", **kw)(
         images, train)
     x = layers.conv(self.config.num_channels, (3, 3), padding=((1, 1), (1, 1)),
+                    kernel_init=_initializers(self.config)["channel_conv"],
                     name="channel_conv", **kw)(x)  # [B*N*T, h, w, K]
     h, w, k = x.shape[1:]
     x = x.reshape(b, n, t, h, w, k)
     maps = jnp.max(x, axis=2)  # temporal max pool: [B, N, h, w, K]
     pooled = jnp.max(maps, axis=(2, 3))  # spatial max pool: [B, N, K]
     return nn.sigmoid(pooled.astype(jnp.float32)), maps.astype(jnp.float32)
+
+
+class OracleVisual(nn.Module):
+  """Labels [B,N,C] -> visual feature [B,N,K] in (0,1): sigmoid(labels @ W), W learned, no bias
+  (model.visual_source="oracle")."""
+  config: ml_collections.ConfigDict  # config.model
+
+  @nn.compact
+  def __call__(self, labels: jax.Array) -> jax.Array:
+    kw = dict(dtype=layers.to_dtype(self.config.dtype),
+              param_dtype=layers.to_dtype(self.config.param_dtype))
+    x = layers.dense(self.config.num_channels, use_bias=False, names=(layers.CLASSES, layers.EMBED),
+                     kernel_init=_initializers(self.config)["linear"], name="label_map",
+                     **kw)(labels.astype(kw["dtype"]))
+    return nn.sigmoid(x.astype(jnp.float32))
 
 
 class AudioUNet(nn.Module):
@@ -129,8 +181,12 @@ class AudioUNet(nn.Module):
     if f % 2**cfg.depth or t % 2**cfg.depth:
       raise ValueError(f"spectrogram {f}x{t} not divisible by 2**config.model.unet.depth "
                        f"({cfg.depth})")
+    init = _initializers(self.config)
+    kw_conv = dict(kw, kernel_init=init["conv"])
+    kw_bn = dict(kw, scale_init=init["bn_scale"])
     channels = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
-    x = layers.batch_norm(train, name="input_bn", **kw)(log_mixture[..., None].astype(kw["dtype"]))
+    x = layers.batch_norm(train, name="input_bn", **kw_bn)(
+        log_mixture[..., None].astype(kw["dtype"]))
     # ---- down: [LeakyReLU] 4x4 stride-2 conv [BatchNorm]: no activation before the first,
     # no BatchNorm after the first and the innermost level ----
     skips = []
@@ -139,9 +195,9 @@ class AudioUNet(nn.Module):
         x = nn.leaky_relu(x, 0.2)
       norm = 0 < i < cfg.depth - 1
       x = layers.conv(features, (4, 4), strides=2, padding=((1, 1), (1, 1)), use_bias=not norm,
-                      name=f"down{i}", **kw)(x)
+                      name=f"down{i}", **kw_conv)(x)
       if norm:
-        x = layers.batch_norm(train, name=f"down{i}_bn", **kw)(x)
+        x = layers.batch_norm(train, name=f"down{i}_bn", **kw_bn)(x)
       skips.append(x)
     # ---- up: ReLU, 2x bilinear upsample, 3x3 conv, BatchNorm, concatenate the skip ----
     x = skips.pop()
@@ -151,11 +207,11 @@ class AudioUNet(nn.Module):
                            "bilinear")
       if i == 0:  # outermost: the K output channels (activation none, as in the release)
         x = layers.conv(self.config.num_channels, (3, 3), padding=((1, 1), (1, 1)),
-                        name="up0", **kw)(x)
+                        name="up0", **kw_conv)(x)
       else:
         x = layers.conv(channels[i - 1], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                        name=f"up{i}", **kw)(x)
-        x = layers.batch_norm(train, name=f"up{i}_bn", **kw)(x)
+                        name=f"up{i}", **kw_conv)(x)
+        x = layers.batch_norm(train, name=f"up{i}_bn", **kw_bn)(x)
         x = jnp.concatenate([x, skips.pop()], axis=-1)
     return x  # [B, F, T, K]
 
@@ -183,25 +239,59 @@ class SoundOfPixels(nn.Module):
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False
                ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     cfg = self.config
-    visual, maps = VideoAnalysisNetwork(cfg, name="video_network")(inputs["frames"], train)
+    intermediates = {}
+    # Workdirs written before the key existed (config.json) restore with the default.
+    visual_source = cfg.get("visual_source", "frames")
+    if visual_source == "frames":
+      visual, maps = VideoAnalysisNetwork(cfg, name="video_network")(inputs["frames"], train)
+      intermediates["visual_channel_maps"] = maps  # [B, N, h, w, K], max over frames
+    elif visual_source == "oracle":
+      if "labels" not in inputs:
+        raise ValueError("config.model.visual_source='oracle' reads inputs['labels'] (the "
+                         "batch's instrument labels [B, N, C])")
+      visual = OracleVisual(cfg, name="oracle_visual")(inputs["labels"])
+    else:
+      raise ValueError(f"config.model.visual_source={visual_source!r}: expected 'frames' "
+                       "or 'oracle'")
+    intermediates["visual_feature"] = visual  # [B, N, K], after the sigmoid
     log_mixture = jnp.log(inputs["mix_warped"] + cfg.log_eps)  # [B, 256, 256]
     audio = AudioUNet(cfg, name="audio_network")(log_mixture, train)  # [B, F, T, K]
     mask_logits = Synthesizer(param_dtype=layers.to_dtype(cfg.param_dtype),
                               name="synthesizer")(visual, audio)
-    outputs = {"mask_logits": mask_logits}
-    intermediates = {"visual_feature": visual,  # [B, N, K], after the sigmoid
-                     "visual_channel_maps": maps}  # [B, N, h, w, K], max over frames
-    return outputs, intermediates
+    return {"mask_logits": mask_logits}, intermediates
+
+
+class FrameClassifier(nn.Module):
+  """Frame pre-training model (configs/sound_of_pixels_frames.py): Sound-of-Pixels' dilated
+  ResNet-18 trunk ("resnet", the same module and shapes as video_network/resnet), spatial mean,
+  linear classifier: images [M,S,S,3] -> instrument logits [M,C]."""
+  config: ml_collections.ConfigDict  # config.model (configs/sound_of_pixels_frames.py)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    cfg = self.config
+    kw = dict(dtype=layers.to_dtype(cfg.dtype), param_dtype=layers.to_dtype(cfg.param_dtype))
+    x = DilatedResNet(tuple(cfg.visual.resnet_stage_sizes), cfg.visual.resnet_width,
+                      name="resnet", **kw)(images, train)  # [M, h, w, 8 * width]
+    x = jnp.mean(x, axis=(1, 2))
+    logits = layers.dense(cfg.num_classes, names=(layers.EMBED, layers.CLASSES),
+                          name="classifier", **kw)(x)
+    return logits.astype(jnp.float32)
 
 
 def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1,
                    key: jax.Array | None = None) -> dict[str, jax.Array]:
-  """The inputs the model reads (frames, mix_warped) at config.input's sizes."""
+  """The inputs the model reads (frames, mix_warped, labels) at config.input's sizes; random
+  labels are one class per video."""
   c = config.input
   frames_shape = (batch_size, c.num_mix, c.num_frames, c.image_size, c.image_size, 3)
   mix_shape = (batch_size, c.spectrogram_size, c.spectrogram_size)
+  labels_shape = (batch_size, c.num_mix, config.num_classes)
   if key is None:
-    return dict(frames=jnp.zeros(frames_shape), mix_warped=jnp.ones(mix_shape))
-  k1, k2 = jax.random.split(key)
+    return dict(frames=jnp.zeros(frames_shape), mix_warped=jnp.ones(mix_shape),
+                labels=jnp.zeros(labels_shape))
+  k1, k2, k3 = jax.random.split(key, 3)
+  labels = jax.nn.one_hot(jax.random.randint(k3, labels_shape[:2], 0, config.num_classes),
+                          config.num_classes)
   return dict(frames=jax.random.normal(k1, frames_shape),
-              mix_warped=jax.random.uniform(k2, mix_shape) ** 2)
+              mix_warped=jax.random.uniform(k2, mix_shape) ** 2, labels=labels)

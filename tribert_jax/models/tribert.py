@@ -178,6 +178,11 @@ def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1,
                pose_mask=jnp.ones(shapes["pose_mask"]),
                mix_warped=jax.random.uniform(k[2], shapes["mix_warped"]) ** 2)
   out["pose_frame_index"] = index
+  if "num_classes" in config:  # multi-hot instrument labels [B, N, C] (read by oracle models)
+    out["labels"] = (jnp.zeros((batch_size, n, config.num_classes)) if key is None else
+                     jax.nn.one_hot(jax.random.randint(jax.random.fold_in(key, 7),
+                                                       (batch_size, n), 0, config.num_classes),
+                                    config.num_classes))
   if config.get("pose") and config.pose.get("stgcn_input", "pose") == "features":
     width = c.num_joints * config.pose.stgcn_blocks[-1][0]
     shape = (batch_size, n, c.num_frames, c.num_persons, width)

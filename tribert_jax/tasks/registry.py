@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 
+from tribert_jax.tasks import frame_classification
 from tribert_jax.tasks import pose_classification
 from tribert_jax.tasks import separation
 from tribert_jax.tasks.base import Task
@@ -21,6 +22,7 @@ ALL_TASKS: dict[str, TaskBuilder] = {
     "pretrain": separation.separation_task,
     "finetune": separation.separation_task,
     "sound_of_pixels": separation.separation_task,
+    "sound_of_pixels_frames": frame_classification.frame_classification_task,
     "separation_pretrain": separation.separation_task,
 }
 

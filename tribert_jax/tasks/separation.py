@@ -52,6 +52,8 @@ def model_inputs(batch: Mapping[str, jax.Array], data_config: Any
                 pose_frame_index=batch["pose_frame_index"], mix_warped=features["mix_warped"])
   if "pose_features" in batch:  # frozen ST-GCN features (data.pose_features_dir)
     inputs["pose_features"] = batch["pose_features"]
+  if "labels" in batch:  # instrument labels [B, N, C]: Sound-of-Pixels' oracle visual vector
+    inputs["labels"] = batch["labels"]  # (model.visual_source="oracle"); TriBERT ignores them
   return inputs, features
 
 

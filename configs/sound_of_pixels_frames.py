@@ -1,0 +1,59 @@
+"""Frame pre-training for Sound-of-Pixels: its ResNet-18 trunk classifies SynthMUSIC frames.
+
+  python main.py --config=configs/sound_of_pixels_frames.py:cpu \
+      --workdir=runs/sound_of_pixels_frames_cpu
+  python main.py --config=configs/sound_of_pixels.py:cpu,frames=pretrained --workdir=runs/sop_cpu
+
+The original Sound-of-Pixels starts its frame network from an ImageNet ResNet-18; that cannot be
+downloaded here (pass one as --config.model.visual.pretrained_path=resnet18.npz to either
+phase), so this stage gives the trunk something meaningful to start from instead: a
+FrameClassifier (tribert_jax/models/sound_of_pixels.py: the same dilated ResNet-18 trunk, spatial
+mean, linear head) trained on every frame of every clip with the clip's instrument labels
+(multi-label sigmoid BCE; tribert_jax/tasks/frame_classification.py). The best checkpoint by
+validation top-1 accuracy (mean frame logits per video) is what `frames=pretrained` loads into
+Sound-of-Pixels (config.init.parts.frames: resnet/* -> video_network/resnet/*, batch statistics
+too). Data and trunk sizes are those of configs/sound_of_pixels.py at the same size, so the
+shapes match. Adam 1e-3 with warm-up and cosine decay (as the pose pre-training).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+from configs import sound_of_pixels
+from configs.parts import train as train_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Frame pre-training config; arg = size in {paper (default), cpu, tiny}."""
+  size = common.parse_size(arg)
+  config = sound_of_pixels.get_config(size)
+  config.phase = "sound_of_pixels_frames"
+  config.model.name = "frame_classifier"  # trunk keys of config.model.visual; num_classes
+  del config.init.parts["frames"]  # this phase writes the frames part, it does not read it
+  del config["frames"]
+
+  optim = config.optim
+  optim.name = "adam"
+  optim.learning_rate = 1e-3
+  optim.decay = "cosine"
+  optim.end_lr_factor = 0.0
+  optim.decay_fractions = ()
+  optim.warmup_steps = 100
+  optim.weight_decay = 0.0
+  optim.lr_multipliers = ml_collections.ConfigDict()
+  config.num_train_steps = 20_000
+  config.eval_every_steps = 2_000
+  config.eval.ideal_mask = False
+  config.eval.quick_every_steps = 0  # no quick evaluation: the full one is cheap
+
+  if size == "cpu":
+    optim.warmup_steps = 10
+    config.num_train_steps = 200
+    config.log_every_steps = 20
+    config.eval_every_steps = 100
+    config.checkpoint_every_steps = 100
+  elif size == "tiny":
+    train_config.shrink_for_tests(config)
+  return config

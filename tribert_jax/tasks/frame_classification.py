@@ -1,0 +1,83 @@
+"""Frame pre-training task: Sound-of-Pixels' ResNet-18 trunk classifying frames by instrument.
+
+Runs in the shared loop (tribert_jax.train.train_and_evaluate with config.phase =
+"sound_of_pixels_frames"; configs/sound_of_pixels_frames.py). Every frame of every video of a
+Mix-and-Separate batch is one example labelled with its clip's instruments (frames
+[B, N, T, S, S, 3] -> [B*N*T, S, S, 3]); the loss is a multi-label sigmoid BCE (duets carry two
+labels). Evaluation averages each video's frame logits and reports top-1 accuracy (the top class
+is one of the video's labels) and mean BCE on the validation mixtures' videos. Its best checkpoint
+initialises Sound-of-Pixels' trunk (config.init.parts.frames: resnet/* -> video_network/resnet/*).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from data_pipeline.loading import pipeline as loading_pipeline
+from tribert_jax import losses
+from tribert_jax import sharding
+from tribert_jax.evaluation import classification
+from tribert_jax.evaluation import reports
+from tribert_jax.models import sound_of_pixels
+from tribert_jax.tasks.base import Task
+
+
+def model_inputs(batch: Mapping[str, jax.Array]
+                 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+  """({images [B*N*T,S,S,3]}, {labels [B*N*T,C], valid [B*N*T], frames_per_video T})."""
+  frames, labels = batch["frames"], batch["labels"]
+  b, n, t = frames.shape[:3]
+  images = frames.reshape((b * n * t,) + frames.shape[3:])
+  frame_labels = jnp.repeat(labels.reshape(b * n, -1), t, axis=0)  # each frame: its clip's
+  valid = jnp.repeat(batch["valid"], n * t)
+  return dict(images=images), dict(labels=frame_labels, valid=valid)
+
+
+def frame_classification_task(config: ml_collections.ConfigDict,
+                              class_names: Sequence[str]) -> Task:
+  """The Task of the frame pre-training phase."""
+  del class_names  # the evaluation reports accuracy only
+  model = sound_of_pixels.FrameClassifier(config=config.model)
+  size = config.model.input.image_size
+
+  def init_variables(rng):
+    return model.init({"params": rng}, jnp.zeros((1, size, size, 3)), train=False)
+
+  def loss_fn(params, batch_stats, batch, rng):
+    del rng  # no dropout
+    inputs, targets = model_inputs(batch)
+    logits, mutated = model.apply({"params": params, "batch_stats": batch_stats},
+                                  inputs["images"], train=True, mutable=["batch_stats"])
+    loss = losses.video_classification_loss(logits, targets["labels"], targets["valid"])
+    return loss, ({"classification": loss}, mutated["batch_stats"])
+
+  def predict(variables, batch):
+    """Per-video logits [B*N, C]: the mean of its frames' logits."""
+    inputs, _ = model_inputs(batch)
+    b, n, t = batch["frames"].shape[:3]
+    logits = model.apply(variables, inputs["images"], train=False)
+    return logits.reshape(b * n, t, -1).mean(axis=1)
+
+  eval_pipeline = None
+
+  def run_evaluation(state, mesh, workdir, step, writer):
+    del writer  # scalars are written by the loop
+    nonlocal eval_pipeline
+    if eval_pipeline is None:
+      eval_pipeline = loading_pipeline.build_eval_pipeline(config.data)
+    batch_sharding = sharding.data_sharding(mesh)
+    predict_jit = jax.jit(predict, out_shardings=batch_sharding)
+    summary = classification.evaluate(predict_jit, state.variables(), eval_pipeline, mesh,
+                                      batch_sharding.spec, max_batches=config.eval.max_batches)
+    reports.write_json(summary, workdir, f"{config.data.eval_split}_step_{step}")
+    logging.info("frame evaluation at step %d: top-1 accuracy %.3f over %d videos", step,
+                 summary["accuracy"], summary["num_videos"])
+    return summary
+
+  return Task(model=model, init_variables=init_variables, model_inputs=model_inputs,
+              loss_fn=loss_fn, predict=predict, evaluate=run_evaluation, best_metric="accuracy")
