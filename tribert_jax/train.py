@@ -299,6 +299,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # The one console line per log interval (clu's LoggingWriter is not used: see
         # monitoring.create_writer).
         eta = (total_steps - step) / max(last_train["train/steps_per_sec"], 1e-9)
+        if clock.budget is not None:
+          eta = min(eta, max(clock.budget - clock.seconds, 0.0))
         logging.info("step %d/%d: loss %.4f, %.2f steps/s, %.1f examples/s, ETA %s", step,
                      total_steps, last_train["train/loss"], last_train["train/steps_per_sec"],
                      last_train["train/examples_per_sec"],
@@ -328,10 +330,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     end = {"step": int(state.step), "train_seconds": clock.seconds,
            "reason": "steps" if int(state.step) >= total_steps else "seconds",
            "num_train_steps": total_steps, "max_train_seconds": clock.budget}
-    if jax.process_index() == 0:
-      train_clock.write_end(workdir, end)
-    logging.info("training ended at step %d after %.1f s of training (%s budget)", end["step"],
-                 end["train_seconds"], end["reason"])
   finally:
     # Pending async saves complete (never with a non-finite state: save() checks); an I/O error
     # here is a CheckpointSaveError naming the step and the folder.
@@ -339,6 +337,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.flush()
     finally:
       checkpointer.close()
+  if jax.process_index() == 0:  # after the last save is complete: a finished run
+    train_clock.write_end(workdir, end)
+  logging.info("training ended at step %d after %.1f s of training (%s budget)", end["step"],
+               end["train_seconds"], end["reason"])
   return {"step": int(state.step), "train": last_train, "eval": last_eval, "history": history,
           "quick_eval": quick_history, "end": end}
 
