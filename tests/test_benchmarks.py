@@ -142,25 +142,76 @@ def test_evaluation_tiny(monkeypatch, capsys):
   assert all(float(row[-1]) > 0 for row in rows)
 
 
-def test_quality_tiny_trains_scores_and_reuses(synthmusic_tiny, tmp_path, monkeypatch, capsys):
+def test_quality_tiny_both_budgets_writes_tables_json_and_plots(synthmusic_tiny, tmp_path,
+                                                                 monkeypatch, capsys):
+  # Equal updates (2) and equal training seconds (a budget the first update spends; horizon 20
+  # updates, so the clock, not num_train_steps, stops the run).
   argv = ("--size", "tiny", "--models", "sound_of_pixels", "--root", str(synthmusic_tiny),
-          "--workdir", str(tmp_path), "--max_batches", "1")
+          "--workdir", str(tmp_path / "work"), "--output_dir", str(tmp_path / "out"),
+          "--max_batches", "1", "--seconds", "0.001", "--horizon_steps", "20")
   out, rows = run_main(quality, monkeypatch, capsys, *argv)
+  rows = [row for row in rows if row[1] != "SDR mean / median (dB)"]  # the second table's header
   names = [row[0] for row in rows]
   assert names == ["unprocessed mixture (floor)", "ideal binary mask (ceiling)",
-                   "sound_of_pixels"], out
+                   "sound_of_pixels"] * 2, out
   sdr_mean = lambda row: float(row[1].split("/")[0])  # noqa: E731
   assert sdr_mean(rows[1]) > sdr_mean(rows[0])  # the ideal mask beats the unprocessed mixture
-  assert int(rows[2][-1]) > 0
-  # A second run reuses the stored test report instead of training again.
+  assert rows[2][4] == "2" and rows[5][4] == "1" and int(rows[2][-1]) > 0, out  # updates made
+  record = json.loads((tmp_path / "out" / "quality_tiny.json").read_text())
+  assert record["protocol"]["updates"] == 2 and record["protocol"]["seconds"] == 0.001
+  updates = record["budgets"]["updates"]["sound_of_pixels"]
+  seconds = record["budgets"]["seconds"]["sound_of_pixels"]
+  assert (updates["end"]["step"], updates["end"]["reason"]) == (2, "steps")
+  assert (seconds["end"]["step"], seconds["end"]["reason"]) == (1, "seconds")
+  assert seconds["num_train_steps"] == 20 and seconds["max_train_seconds"] == 0.001
+  for run, steps in ((updates, [1, 2]), (seconds, [1])):
+    assert [p["step"] for p in run["curve"]] == steps  # quick evaluations, and one at the end
+    for point in run["curve"]:
+      for key in ("train_seconds", "sdr", "sdr_median", "sir", "sir_median", "sar",
+                  "sar_median", "mixture_sdr"):
+        assert math.isfinite(point[key]), (key, point)
+    assert run["curve"][-1]["train_seconds"] == run["end"]["train_seconds"] > 0
+    for key in ("sdr", "sdr_median", "sir", "sar", "mixture_sdr", "ideal_mask_sdr"):
+      assert math.isfinite(run["final"][key]), key
+  for budget in ("updates", "seconds"):
+    assert (tmp_path / "out" / f"quality_tiny_{budget}.png").stat().st_size > 0
+  # A second run reuses the finished runs instead of training again.
   out_again, rows_again = run_main(quality, monkeypatch, capsys, *argv)
-  assert "reusing" in out_again and rows_again == rows
+  assert out_again.count("reusing") == 2 and "training up to" not in out_again
+  assert [r for r in rows_again if r[1] != "SDR mean / median (dB)"] == rows
 
 
-def test_quality_rejects_unknown_models(monkeypatch):
+def test_quality_seconds_horizon_follows_the_measured_speed(tmp_path):
+  from tribert_jax import train_clock  # pylint: disable=g-import-not-at-top
+  args = quality.argparse.Namespace(size="cpu", root="", steps=0, seconds=600.0, horizon_steps=0,
+                                    points=12, quick_batches=0, max_batches=-1,
+                                    workdir=str(tmp_path))
+  config, note = quality.model_config("sound_of_pixels", "seconds", args)
+  assert config.num_train_steps == 7200 and "10 x" in note  # no speed known yet
+  train_clock.write_end(quality.workdir_of(args, "updates", "sound_of_pixels"),
+                        {"step": 720, "train_seconds": 360.0, "reason": "steps"})
+  config, note = quality.model_config("sound_of_pixels", "seconds", args)
+  # 2 updates/s x 600 s x 1.25; everything that follows num_train_steps follows it.
+  assert config.num_train_steps == 1500 and config.max_train_seconds == 600.0
+  assert config.eval_every_steps == 1500 and config.eval.quick_every_steps == 125
+  assert (config.data.eval_split, config.eval.quick_split) == ("test", "test")
+  config, _ = quality.model_config("tribert", "updates", args)
+  assert (config.num_train_steps, config.max_train_seconds) == (720, 0.0)
+
+
+def test_quality_rejects_unknown_models_and_needs_staged_workdirs(monkeypatch):
   monkeypatch.setattr(sys, "argv", ["quality", "--models", "wav2vec"])
   with pytest.raises(SystemExit):
     quality.main()
+  args = quality.argparse.Namespace(size="tiny", root="", steps=0, points=2, quick_batches=0,
+                                    max_batches=1, pose_pretrain_workdir="",
+                                    separation_pretrain_workdir="/tmp/sep")
+  with pytest.raises(ValueError, match="--pose_pretrain_workdir"):
+    quality.model_config("tribert_staged", "updates", args)
+  args.pose_pretrain_workdir = "/tmp/pose"
+  config, _ = quality.model_config("tribert_staged", "updates", args)
+  assert config.pose_features.checkpoint == "/tmp/pose"
+  assert config.init.parts.separation.checkpoint == "/tmp/sep"
 
 
 def test_unet_conditioning_tiny_writes_curves_table_and_plot(monkeypatch, capsys,

@@ -11,6 +11,10 @@ train_and_evaluate(config, workdir) is what main.py calls. Phases:
      and TensorBoard scalars per log interval, periodic evaluation (best checkpoint by the task's
      best_metric) and async checkpoints. A step that is saved is saved BEFORE it is evaluated
      (an evaluation that fails never costs the checkpoint); the best slot follows the evaluation.
+     The step is compiled ahead of time on the first batch; the training clock
+     (tribert_jax/train_clock.py) starts after it and is paused for evaluations and saves. The
+     run ends at config.num_train_steps or at the first step after config.max_train_seconds of
+     training, and writes WORKDIR/train_end.json.
 
 Failures: NonFiniteError names the loss terms, the gradients and the clips of the batch
 (training batches carry host-only "clip_ids", popped before the batch goes to the devices);
@@ -42,6 +46,7 @@ from tribert_jax import monitoring
 from tribert_jax import optimizers
 from tribert_jax import pose_feature_cache
 from tribert_jax import sharding
+from tribert_jax import train_clock
 from tribert_jax import validation
 from tribert_jax.tasks import registry
 from tribert_jax.tasks.base import Task
@@ -213,8 +218,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   batches = train_batches(config, start_step)
   global_batch = int(config.data.batch_size)
 
+  clock = train_clock.TrainClock(train_clock.restored_seconds(progress),
+                                 train_clock.budget_seconds(config))
+  compiled_step = None  # train_step compiled on the first batch, before the clock starts
+
   def progress_record(step: int) -> dict[str, Any]:
-    return {"step": step, "phase": config.phase,
+    return {"step": step, "phase": config.phase, train_clock.PROGRESS_KEY: clock.seconds,
             "data": {"seed": int(config.seed), "batches_consumed": step,
                      "global_batch": global_batch, "process_count": jax.process_count()}}
 
@@ -234,38 +243,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       logged.append(host)
 
   quick_every = int(config.eval.get("quick_every_steps", 0) or 0)
+  quick_split = config.eval.get("quick_split", "val")
   quick_history: list[tuple[int, dict[str, float]]] = []
-  run_start, eval_seconds = time.monotonic(), 0.0
+  run_start = time.monotonic()
 
   def quick_evaluation(step: int) -> None:
-    """The cheap periodic evaluation (config.eval.quick_*): TensorBoard + one JSON line."""
-    nonlocal eval_seconds
-    start = time.monotonic()
-    scalars = task.quick_evaluate(state, mesh)
-    eval_seconds += time.monotonic() - start
+    """The cheap periodic evaluation (config.eval.quick_*): TensorBoard + one JSON line with the
+    training clock's seconds (compilation, evaluations and saves excluded; across resumes)."""
+    with clock.paused():
+      scalars = task.quick_evaluate(state, mesh)
     writer.write_scalars(step, {f"quick_eval/{k}": v for k, v in scalars.items()})
     quick_history.append((step, scalars))
-    wall = time.monotonic() - run_start
     monitoring.append_json_line(
-        os.path.join(workdir, "eval", f"quick_{config.data.eval_split}.jsonl"),
-        {"step": step, "wall_seconds": wall, "train_seconds": wall - eval_seconds, **scalars})
+        os.path.join(workdir, "eval", f"quick_{quick_split}.jsonl"),
+        {"step": step, "wall_seconds": time.monotonic() - run_start,
+         "train_seconds": clock.seconds, **scalars})
     logging.info("quick evaluation at step %d: SDR %.2f (median %.2f, mixture %.2f) dB on %d "
                  "mixtures", step, scalars["sdr"], scalars["sdr_median"],
                  scalars["mixture_sdr"], int(scalars["num_scored"]))
 
-  logging.info("training %s from step %d to %d (global batch %d, %d micro-batches)",
-               config.phase, start_step, total_steps, global_batch, config.grad_accum_steps)
+  logging.info("training %s from step %d to %d (global batch %d, %d micro-batches; training "
+               "budget %s s, %.1f s spent)", config.phase, start_step, total_steps, global_batch,
+               config.grad_accum_steps, clock.budget, clock.seconds)
   try:
     for step in range(start_step + 1, total_steps + 1):
+      if train_clock.expired_everywhere(clock):  # a resumed run whose budget was already spent
+        break
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         host_batch = next(batches)
         clip_ids = host_batch.pop("clip_ids", None)  # host-only strings
         batch = sharding.host_to_global(host_batch, mesh)
-        state, metrics = train_step(state, batch)
+        if compiled_step is None:
+          compile_start = time.monotonic()
+          compiled_step = train_step.lower(state, batch).compile()
+          logging.info("train step compiled in %.1f s", time.monotonic() - compile_start)
+          clock.start()
+        state, metrics = compiled_step(state, batch)
       pending.append((step, metrics, clip_ids))
       # Bounding the steps in flight avoids the CPU all-reduce deadlock (see config comment).
       drain(int(config.max_steps_in_flight) - 1)
-      is_last = step == total_steps
+      is_last = step == total_steps or train_clock.expired_everywhere(clock)
+      if is_last:
+        drain(0)
+        clock.stop()  # training is over: the saves and evaluations below are not
       if step % config.log_every_steps == 0 or is_last:
         drain(0)
         now = time.monotonic()
@@ -279,6 +299,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # The one console line per log interval (clu's LoggingWriter is not used: see
         # monitoring.create_writer).
         eta = (total_steps - step) / max(last_train["train/steps_per_sec"], 1e-9)
+        if clock.budget is not None:
+          eta = min(eta, max(clock.budget - clock.seconds, 0.0))
         logging.info("step %d/%d: loss %.4f, %.2f steps/s, %.1f examples/s, ETA %s", step,
                      total_steps, last_train["train/loss"], last_train["train/steps_per_sec"],
                      last_train["train/examples_per_sec"],
@@ -289,19 +311,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if evaluate_now or step % config.checkpoint_every_steps == 0 or is_last:
         # Saved before the evaluation: a failing evaluation does not lose this step.
         drain(0)
-        checkpointer.save(step, state, progress_record(step))
-      if task.quick_evaluate is not None and quick_every and step % quick_every == 0:
+        with clock.paused():
+          checkpointer.save(step, state, progress_record(step))
+      if (task.quick_evaluate is not None and quick_every
+          and (step % quick_every == 0 or is_last)):
         drain(0)
         quick_evaluation(step)
       if evaluate_now:
-        eval_start = time.monotonic()
-        last_eval = task.evaluate(state, mesh, workdir, step, writer)
-        eval_seconds += time.monotonic() - eval_start
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
-        checkpointer.save(step, state, progress_record(step), metrics=last_eval)  # best slot
+        with clock.paused():
+          last_eval = task.evaluate(state, mesh, workdir, step, writer)
+          writer.write_scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
+          checkpointer.save(step, state, progress_record(step), metrics=last_eval)  # best slot
       if is_last:
         log_start = (time.monotonic(), step)  # evaluation time is not training throughput
+        break
     drain(0)
+    clock.stop()
+    end = {"step": int(state.step), "train_seconds": clock.seconds,
+           "reason": "steps" if int(state.step) >= total_steps else "seconds",
+           "num_train_steps": total_steps, "max_train_seconds": clock.budget}
   finally:
     # Pending async saves complete (never with a non-finite state: save() checks); an I/O error
     # here is a CheckpointSaveError naming the step and the folder.
@@ -309,8 +337,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.flush()
     finally:
       checkpointer.close()
+  if jax.process_index() == 0:  # after the last save is complete: a finished run
+    train_clock.write_end(workdir, end)
+  logging.info("training ended at step %d after %.1f s of training (%s budget)", end["step"],
+               end["train_seconds"], end["reason"])
   return {"step": int(state.step), "train": last_train, "eval": last_eval, "history": history,
-          "quick_eval": quick_history}
+          "quick_eval": quick_history, "end": end}
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,

@@ -34,6 +34,7 @@ ENUMS = {
     "eval.silent_policy": ("skip", "error"),
     "eval.backend": ("mir_eval", "fast_bss_eval"),
     "eval.quick_backend": ("mir_eval", "fast_bss_eval"),
+    "eval.quick_split": ("train", "val", "test"),
     "init.which": ("best", "latest"),
     "model.pose.stgcn_input": ("pose", "features"),
     "pose_features.which": ("best", "latest"),
@@ -101,6 +102,11 @@ def check_config(config: Any) -> list[str]:
     present, value = lookup(config, key)
     if present and (not _is_number(value) or not math.isfinite(value) or value <= 0):
       bad(key, value, "a learning rate must be finite and > 0")
+  present, seconds = lookup(config, "max_train_seconds")
+  if present and seconds is not None and (not _is_number(seconds) or not math.isfinite(seconds)
+                                          or seconds < 0):
+    bad("max_train_seconds", seconds, "a training budget in seconds must be finite and >= 0 "
+        "(0 or None = no budget)")
   present, num_mix = lookup(config, "data.num_mix")
   if present and num_mix not in NUM_MIX:
     bad("data.num_mix", num_mix, f"N videos mixed per example must be one of {list(NUM_MIX)}")
@@ -254,6 +260,9 @@ def splits_needed(config: Any, mode: str) -> dict[str, str]:
     needed[data.train_split] = "clips"
     if will_evaluate(config) and config.phase != "pose_pretrain":
       needed[data.eval_split] = "mixtures"
+      quick_on, quick_every = lookup(config, "eval.quick_every_steps")
+      if quick_on and quick_every:
+        needed[lookup(config, "eval.quick_split")[1] or "val"] = "mixtures"
     elif will_evaluate(config):
       needed.setdefault(data.eval_split, "clips")
   elif mode == "evaluate":
@@ -291,7 +300,8 @@ def preflight_data(config: Any, mode: str, cache_path: str | None) -> str | None
   index = os.path.join(data.root, "index")
   for split, what in needed.items():
     key = ("export.splits" if mode in ("retrieval", "probe") else
-           "data.train_split" if split == data.train_split else "data.eval_split")
+           "data.train_split" if split == data.train_split else
+           "data.eval_split" if split == data.eval_split else "eval.quick_split")
     files = [f"{split}.csv"] + ([f"{split}_mixtures_n{data.num_mix}.csv"]
                                 if what == "mixtures" else [])
     for name in files:

@@ -12,6 +12,11 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   """Adds the shared training keys to config (paper values; the phase shrinks them per size)."""
   config.seed = 0  # parameter init, dropout/masking rngs and data order all derive from it
   config.num_train_steps = 100_000  # optimiser updates (each one global batch)
+  # Wall-clock budget in seconds of training (0 = none): the run stops at the first step after
+  # it, saves, evaluates as at num_train_steps and writes WORKDIR/train_end.json. The clock
+  # (tribert_jax/train_clock.py) leaves out compilation, evaluations and checkpoint saves and
+  # continues across resumes. Schedules still follow num_train_steps.
+  config.max_train_seconds = 0.0
   # Micro-batches per update: the global batch (config.data.batch_size) is split into this many
   # equal slices run one after another (lax.scan) with gradients averaged, so one device reaches
   # the paper's batch of 12. Must divide the per-device batch.
@@ -110,6 +115,9 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   ev.quick_every_steps = 1_000
   ev.quick_batches = 4
   ev.quick_backend = "fast_bss_eval"  # agrees with mir_eval (tests/test_evaluation_metrics.py)
+  # The split whose fixed mixture list the quick evaluation reads ("val", "test" or "train");
+  # independent of data.eval_split (the full evaluation's). The quality benchmark uses "test".
+  ev.quick_split = "val"
 
   dist = config.distributed = ml_collections.ConfigDict()
   # Multi-process runs: jax.distributed.initialize is called when coordinator_address is set

@@ -120,20 +120,23 @@ def separation_task(config: ml_collections.ConfigDict, class_names: Sequence[str
     return total, (terms, mutated["batch_stats"])
 
   separate = make_separate_fn(model, config)
-  eval_pipeline = None
+  eval_pipelines = {}  # split -> its fixed mixture list's pipeline, built on first use
   quick_config = config.copy_and_resolve_references()
   quick_config.eval.backend = config.eval.get("quick_backend", "fast_bss_eval")
   quick_config.eval.ideal_mask = False
+  # The quick evaluation's split (config.eval.quick_split): val while training, test for the
+  # quality benchmark's curves.
+  quick_config.data.eval_split = config.eval.get("quick_split", "val")
 
   def separate_and_score(state, mesh, run_config, max_batches, num_examples, progress=True):
-    """Separates and scores the evaluation split's mixtures: (summary, examples)."""
-    nonlocal eval_pipeline
-    if eval_pipeline is None:
-      eval_pipeline = loading_pipeline.build_eval_pipeline(config.data)
+    """Separates and scores run_config.data.eval_split's mixtures: (summary, examples)."""
+    split = run_config.data.eval_split
+    if split not in eval_pipelines:
+      eval_pipelines[split] = loading_pipeline.build_eval_pipeline(config.data, split)
     batch_sharding = sharding.data_sharding(mesh)
     separate_jit = jax.jit(separate, out_shardings=batch_sharding)
     return separation_evaluation.evaluate(
-        separate_jit, state.variables(), eval_pipeline,
+        separate_jit, state.variables(), eval_pipelines[split],
         lambda batch: sharding.host_to_global(batch, mesh), mesh, batch_sharding.spec,
         run_config, class_names, max_batches=max_batches, num_examples_to_show=num_examples,
         progress=progress)
