@@ -21,8 +21,9 @@ During training a quick evaluation every num_train_steps / --points updates (and
 one) scores the first --quick_batches batches of the TEST mixture list (the same mixtures every
 time; fast_bss_eval, config.eval.quick_split="test"): the SDR-vs-updates and SDR-vs-seconds
 curves. Only at the end is every test mixture (index/test_mixtures_n2.csv) scored, with the
-trainer's full evaluation (mir_eval, ideal binary mask). A finished run (WORKDIR/<budget>/<model>
-/train_end.json and its test report) is reused; an interrupted one resumes from its checkpoint.
+trainer's full evaluation (mir_eval, ideal binary mask). A run finished under the same budget
+(WORKDIR/<budget>/<model>/train_end.json and its test report) is reused; an interrupted one, or
+one finished under another budget, resumes from its checkpoint.
 
 Output: one Markdown table per budget; OUTPUT_DIR/quality_<size>.json (per budget and model: the
 config's budget, the run's end (updates, training seconds, reason), the final test summary and
@@ -172,6 +173,11 @@ def train_and_score(model: str, budget: str, args: argparse.Namespace) -> dict[s
   config, note = model_config(model, budget, args)
   workdir = workdir_of(args, budget, model)
   end = train_clock.read_end(workdir)
+  if end is not None and (end["num_train_steps"] != config.num_train_steps
+                          or (end["max_train_seconds"] or 0.0) != config.max_train_seconds):
+    print(f"[{budget}/{model}] {workdir} finished another budget ({end['num_train_steps']} "
+          f"updates, {end['max_train_seconds']} s): resuming it under this one", flush=True)
+    end = None
   if end is None:
     logging.set_verbosity(logging.INFO)  # the trainer's progress lines (loss, steps/s, ETA)
     start = time.perf_counter()
