@@ -1,0 +1,466 @@
+"""AMnet (Zhu & Rahtu, "Visually guided sound source separation and localization using
+self-supervised motion representations"): the Audio-Motion Embedding (AME) networks and the
+two-stage separation network, in the project's model contract (inputs dict -> (outputs,
+intermediates), `mask_logits` [B, N, 256, 256] like TriBERT and Sound-of-Pixels).
+
+  ame = AudioMotionEmbedding(config=config.model)           # configs/amnet_ame.py
+  (outputs, _) = ame.apply(variables, {"frames": [V,T,S,S,3], "audio": [V,L']}, train=False)
+  model = AMnet(config=config.model)                        # configs/amnet.py, model.stage
+  (outputs, intermediates) = model.apply(variables, {"frames", "mix_warped"}, train=False)
+
+Networks (supplement B; the choices it leaves open are config keys, README "AMnet"):
+  * Motion Network E_M: 3D ResNet-18 over T frames, spatial stride 16 and temporal stride 4
+    (paper T = 48 at 224 x 224 -> 512 x 12 x 14 x 14 = f_M1); a 3D conv to one channel (f_M2)
+    and a spatial average (f_M3: the 1 x T' motion embedding); the spatial average of f_M1
+    (512 x T') is the motion representation of the Audio-Motion stage.
+  * Sound Network E_S: 1D ResNet-18 over the waveform, fractional (adaptive average) pooling to
+    T' positions and a 1D conv to one channel: the 1 x T' sound embedding.
+  * Appearance Network: dilated ResNet-18 (sound_of_pixels.DilatedResNet, stride 16), a 1x1 conv
+    to C_A = num_classes channels, spatial average -> f_A (1 x C_A), on each video's centre frame.
+  * Sound Spectrogram Network: MobileNetV2 encoder (inverted residual blocks) with an upsampling
+    decoder and skips, log mixture 1 x 256 x 256 -> C_S = C_A maps f_mix.
+  * Audio-appearance separation: f_S,n = sum_c alpha_c f_A,n,c f_mix,c + beta
+    (sound_of_pixels.Synthesizer), sigmoid, binary mask at 0.5 (evaluation's threshold).
+  * Audio-Motion stage (stage="motion"): the appearance stage runs frozen (running BatchNorm
+    statistics, no gradient); its binary-masked spectrograms X_n = B_n * X_mix feed the Sound
+    Spectrogram Refinement network: encoder to 512 x 16 x 16, Audio-Motion Transformer (8-head
+    cross-attention of the 16 x 16 spectrogram tokens to the T' motion tokens, then an MLP),
+    decoder with skips to residual spectrum features 1 x 256 x 256; residual fusion
+    (motion_stage.fusion) with the appearance stage's spectrum features, sigmoid, binary mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from tribert_jax.models import layers
+from tribert_jax.models import sound_of_pixels
+
+Dtype = Any
+STAGES = ("appearance", "motion")
+FUSIONS = ("relocate", "self")
+
+
+def _kaiming() -> Any:
+  return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _kw(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return dict(dtype=layers.to_dtype(config.dtype), param_dtype=layers.to_dtype(config.param_dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# ResNet-18 in 1D and 3D (basic blocks, any number of spatial axes).
+# ----------------------------------------------------------------------------------------------
+
+
+class BasicBlockND(nn.Module):
+  """ResNet basic block over len(strides) axes: two 3^d convs (first strided), projection
+  shortcut when the shape changes."""
+  features: int
+  strides: Sequence[int]
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    strides = tuple(self.strides)
+    kernel, pad = (3,) * len(strides), ((1, 1),) * len(strides)
+    y = layers.conv(self.features, kernel, strides=strides, padding=pad, use_bias=False,
+                    kernel_init=_kaiming(), name="conv1", **kw)(x)
+    y = nn.relu(layers.batch_norm(train, name="bn1", **kw)(y))
+    y = layers.conv(self.features, kernel, padding=pad, use_bias=False, kernel_init=_kaiming(),
+                    name="conv2", **kw)(y)
+    y = layers.batch_norm(train, name="bn2", **kw)(y)
+    if x.shape[-1] != self.features or any(s != 1 for s in strides):
+      x = layers.conv(self.features, (1,) * len(strides), strides=strides, use_bias=False,
+                      kernel_init=_kaiming(), name="downsample_conv", **kw)(x)
+      x = layers.batch_norm(train, name="downsample_bn", **kw)(x)
+    return nn.relu(x + y)
+
+
+class ResNetND(nn.Module):
+  """ResNet-18 trunk over d axes: stem conv (+ optional max-pool), then stages of basic blocks
+  whose first block has that stage's strides. [n, *axes, c] -> [n, *axes / stride, 8 * width]."""
+  stem_kernel: Sequence[int]
+  stem_strides: Sequence[int]
+  pool_strides: Sequence[int] | None  # max-pool window = stride after the stem; None = no pool
+  stage_strides: Sequence[Sequence[int]]
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  width: int = 64
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    pad = tuple((k // 2, k // 2) for k in self.stem_kernel)
+    x = layers.conv(self.width, tuple(self.stem_kernel), strides=tuple(self.stem_strides),
+                    padding=pad, use_bias=False, kernel_init=_kaiming(), name="conv1",
+                    **kw)(x.astype(self.dtype))
+    x = nn.relu(layers.batch_norm(train, name="bn1", **kw)(x))
+    if self.pool_strides is not None:
+      window = tuple(self.pool_strides)
+      x = nn.max_pool(x, window, strides=window, padding="SAME")
+    for stage, (num_blocks, strides) in enumerate(zip(self.stage_sizes, self.stage_strides)):
+      for block in range(num_blocks):
+        block_strides = tuple(strides) if block == 0 else (1,) * len(strides)
+        x = BasicBlockND(self.width * 2**stage, block_strides, name=f"layer{stage + 1}_{block}",
+                         **kw)(x, train)
+    return x
+
+
+def adaptive_average_matrix(num_in: int, num_out: int) -> np.ndarray:
+  """[num_in, num_out] averaging weights of adaptive average pooling (torch's bins: output i
+  averages inputs floor(i * n / m) ... ceil((i + 1) * n / m) - 1)."""
+  weights = np.zeros((num_in, num_out), np.float32)
+  for i in range(num_out):
+    start, end = (i * num_in) // num_out, -((-(i + 1) * num_in) // num_out)
+    weights[start:end, i] = 1.0 / (end - start)
+  return weights
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio-Motion Embedding networks (supplement B.1).
+# ----------------------------------------------------------------------------------------------
+
+
+class MotionNetwork(nn.Module):
+  """Frames [V,T,S,S,3] -> (motion embedding f_M3 [V,T'], pooled features [V,T',C_M],
+  embedding map f_M2 [V,T',S',S'])."""
+  config: ml_collections.ConfigDict  # config.model
+
+  @nn.compact
+  def __call__(self, frames: jax.Array, train: bool):
+    cfg = self.config.motion
+    kw = _kw(self.config)
+    features = ResNetND(tuple(cfg.stem_kernel), tuple(cfg.stem_strides), None,
+                        tuple(tuple(s) for s in cfg.stage_strides), tuple(cfg.stage_sizes),
+                        cfg.width, name="resnet", **kw)(frames, train)  # f_M1 [V,T',S',S',C_M]
+    k = tuple(cfg.embedding_kernel)
+    embedding_map = layers.conv(1, k, padding=tuple((i // 2, i // 2) for i in k),
+                                name="embedding_conv", **kw)(features)[..., 0]  # f_M2
+    embedding = jnp.mean(embedding_map, axis=(2, 3))  # f_M3 [V, T']
+    pooled = jnp.mean(features, axis=(2, 3))  # [V, T', C_M]
+    return (embedding.astype(jnp.float32), pooled.astype(jnp.float32),
+            embedding_map.astype(jnp.float32))
+
+
+class SoundNetwork(nn.Module):
+  """Waveform [V,L'] -> sound embedding [V,T'] (1D ResNet-18, fractional pooling to T', conv)."""
+  config: ml_collections.ConfigDict  # config.model
+  num_positions: int  # T', the motion embedding's length
+
+  @nn.compact
+  def __call__(self, audio: jax.Array, train: bool) -> jax.Array:
+    cfg = self.config.sound
+    kw = _kw(self.config)
+    x = ResNetND((cfg.stem_kernel,), (cfg.stem_stride,), (cfg.pool_stride,),
+                 tuple((s,) for s in cfg.stage_strides), tuple(cfg.stage_sizes), cfg.width,
+                 name="resnet", **kw)(audio[..., None], train)  # [V, P, C]
+    # Fractional pooling: adaptive average over P positions into T' bins.
+    weights = jnp.asarray(adaptive_average_matrix(x.shape[1], self.num_positions), x.dtype)
+    x = jnp.einsum("vpc,pt->vtc", x, weights)
+    x = layers.conv(1, (3,), padding=((1, 1),), name="embedding_conv", **kw)(x)
+    return x[..., 0].astype(jnp.float32)  # [V, T']
+
+
+def motion_positions(config: ml_collections.ConfigDict) -> int:
+  """T' = T / the Motion Network's temporal stride (config.model)."""
+  stride = config.motion.stem_strides[0] * int(np.prod([s[0] for s in config.motion.stage_strides]))
+  return -(-config.input.num_frames // stride)
+
+
+class AudioMotionEmbedding(nn.Module):
+  """The AME framework: motion and sound embeddings of the same clips ([V, T'] each); the loss
+  (tribert_jax.losses.audio_motion_embedding_loss) contrasts them."""
+  config: ml_collections.ConfigDict  # config.model (configs/amnet_ame.py)
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    motion, pooled, embedding_map = MotionNetwork(self.config, name="motion_network")(
+        inputs["frames"], train)
+    sound = SoundNetwork(self.config, motion.shape[1], name="sound_network")(inputs["audio"], train)
+    outputs = {"motion_embedding": motion, "sound_embedding": sound}
+    return outputs, {"motion_features": pooled, "motion_embedding_map": embedding_map}
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio-Appearance stage (supplement B.2).
+# ----------------------------------------------------------------------------------------------
+
+
+class AppearanceNetwork(nn.Module):
+  """One frame per video [B,N,S,S,3] -> f_A [B,N,C_A] (dilated ResNet-18, 1x1 conv, mean)."""
+  config: ml_collections.ConfigDict  # config.model
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
+    cfg = self.config.appearance
+    kw = _kw(self.config)
+    b, n = images.shape[:2]
+    x = sound_of_pixels.DilatedResNet(tuple(cfg.resnet_stage_sizes), cfg.resnet_width,
+                                      name="resnet", **kw)(images.reshape((b * n,) + images.shape[2:]),
+                                                           train)
+    x = layers.conv(self.config.num_classes, (1, 1), name="class_conv", **kw)(x)  # [BN,h,w,C_A]
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).reshape(b, n, -1)
+    return layers.activation(cfg.activation)(pooled)
+
+
+class InvertedResidual(nn.Module):
+  """MobileNetV2 block: 1x1 expand (ReLU6), 3x3 depthwise (stride), 1x1 project; identity
+  shortcut when stride 1 and the width is unchanged."""
+  features: int
+  expansion: int
+  strides: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    hidden = x.shape[-1] * self.expansion
+    y = x
+    if self.expansion != 1:
+      y = layers.conv(hidden, (1, 1), use_bias=False, kernel_init=_kaiming(), name="expand",
+                      **kw)(y)
+      y = nn.relu6(layers.batch_norm(train, name="expand_bn", **kw)(y))
+    y = nn.Conv(hidden, (3, 3), strides=self.strides, padding=((1, 1), (1, 1)),
+                feature_group_count=hidden, use_bias=False, name="depthwise",
+                kernel_init=layers.partitioned(_kaiming(), (None, None, layers.CONV_IN,
+                                                            layers.CONV_OUT)), **kw)(y)
+    y = nn.relu6(layers.batch_norm(train, name="depthwise_bn", **kw)(y))
+    y = layers.conv(self.features, (1, 1), use_bias=False, kernel_init=_kaiming(), name="project",
+                    **kw)(y)
+    y = layers.batch_norm(train, name="project_bn", **kw)(y)
+    if self.strides == 1 and x.shape[-1] == self.features:
+      y = x + y
+    return y
+
+
+class SpectrogramNetwork(nn.Module):
+  """Log mixture [B,F,T] -> f_mix [B,F,T,C_S]: MobileNetV2 encoder, decoder that doubles the
+  resolution per level (bilinear, skip concat, 3x3 conv, BatchNorm, ReLU), 3x3 conv to C_S."""
+  config: ml_collections.ConfigDict  # config.model
+
+  @nn.compact
+  def __call__(self, log_mixture: jax.Array, train: bool) -> jax.Array:
+    cfg = self.config.spectrogram
+    kw = _kw(self.config)
+    stride = 2 * int(np.prod([s for _, _, _, s in cfg.blocks]))
+    if log_mixture.shape[1] % stride or log_mixture.shape[2] % stride:
+      raise ValueError(f"spectrogram {log_mixture.shape[1:]} not divisible by the stride {stride} "
+                       "of config.model.spectrogram.blocks")
+    x = layers.batch_norm(train, name="input_bn", **kw)(log_mixture[..., None].astype(kw["dtype"]))
+    x = layers.conv(cfg.stem_channels, (3, 3), strides=2, padding=((1, 1), (1, 1)),
+                    use_bias=False, kernel_init=_kaiming(), name="stem", **kw)(x)
+    x = nn.relu6(layers.batch_norm(train, name="stem_bn", **kw)(x))
+    skips = {x.shape[1]: x}  # resolution -> deepest features there
+    for stage, (expansion, features, repeats, strides) in enumerate(cfg.blocks):
+      for block in range(repeats):
+        x = InvertedResidual(features, expansion, strides if block == 0 else 1,
+                             name=f"block{stage}_{block}", **kw)(x, train)
+      skips[x.shape[1]] = x
+    size = x.shape[1]
+    level = 0
+    while size * 2 < log_mixture.shape[1]:
+      size *= 2
+      skip = skips[size]
+      x = jax.image.resize(x, (x.shape[0], size, size * x.shape[2] // x.shape[1], x.shape[3]),
+                           "bilinear")
+      x = jnp.concatenate([x, skip], axis=-1)
+      x = layers.conv(skip.shape[-1], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                      name=f"up{level}", **kw)(x)
+      x = nn.relu(layers.batch_norm(train, name=f"up{level}_bn", **kw)(x))
+      level += 1
+    x = jax.image.resize(x, (x.shape[0],) + log_mixture.shape[1:] + (x.shape[3],), "bilinear")
+    x = layers.conv(self.config.num_classes, (3, 3), padding=((1, 1), (1, 1)), name="output",
+                    **kw)(x)
+    return x  # [B, F, T, C_S]
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio-Motion stage (supplement B.3).
+# ----------------------------------------------------------------------------------------------
+
+
+class AudioMotionTransformer(nn.Module):
+  """AMT: spectrogram tokens [V,L,C] attend to motion tokens [V,T',C_M] (cross-attention with
+  num_heads heads, then an MLP; post-LayerNorm residual blocks), num_layers times."""
+  config: ml_collections.ConfigDict  # config.model
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, motion: jax.Array) -> jax.Array:
+    cfg = self.config.refinement
+    kw = _kw(self.config)
+    v, length, width = tokens.shape
+    heads = cfg.num_heads
+    embed_init = layers.partitioned(nn.initializers.normal(0.02), (layers.VOCAB, layers.EMBED))
+    tokens = tokens + self.param("spectrogram_position", embed_init, (length, width),
+                                 kw["param_dtype"]).astype(tokens.dtype)
+    motion = layers.dense(width, names=(layers.MLP, layers.EMBED), name="motion_projection",
+                          **kw)(motion.astype(kw["dtype"]))
+    motion = motion + self.param("motion_position", embed_init, (motion.shape[1], width),
+                                 kw["param_dtype"]).astype(motion.dtype)
+    key_mask = jnp.ones(motion.shape[:2], jnp.float32)
+    for i in range(cfg.num_layers):
+      split = lambda x: x.reshape(x.shape[:2] + (heads, width // heads))  # noqa: E731
+      q = split(layers.dense(width, name=f"layer{i}_query", **kw)(tokens))
+      k = split(layers.dense(width, name=f"layer{i}_key", **kw)(motion))
+      val = split(layers.dense(width, name=f"layer{i}_value", **kw)(motion))
+      attended = layers.dot_product_attention(q, k, val, key_mask).reshape(v, length, width)
+      attended = layers.dense(width, names=(layers.MLP, layers.EMBED), name=f"layer{i}_output",
+                              **kw)(attended)
+      tokens = layers.layer_norm(name=f"layer{i}_attention_norm", **kw)(tokens + attended)
+      hidden = nn.relu(layers.dense(cfg.mlp_dim, name=f"layer{i}_mlp_in", **kw)(tokens))
+      hidden = layers.dense(width, names=(layers.MLP, layers.EMBED), name=f"layer{i}_mlp_out",
+                            **kw)(hidden)
+      tokens = layers.layer_norm(name=f"layer{i}_mlp_norm", **kw)(tokens + hidden)
+    return tokens
+
+
+class RefinementNetwork(nn.Module):
+  """SSR: a stage-1 output spectrogram [V,F,T] and motion features [V,T',C_M] -> residual
+  spectrum features [V,F,T] (encoder to C x F/16 x T/16, AMT, decoder with skips)."""
+  config: ml_collections.ConfigDict  # config.model
+
+  @nn.compact
+  def __call__(self, log_spectrogram: jax.Array, motion: jax.Array, train: bool) -> jax.Array:
+    cfg = self.config.refinement
+    kw = _kw(self.config)
+    channels = tuple(cfg.channels)
+    x = layers.batch_norm(train, name="input_bn", **kw)(log_spectrogram[..., None].astype(kw["dtype"]))
+    skips = []
+    for i, features in enumerate(channels):  # SSR_E: 4x4 stride-2 convs
+      x = layers.conv(features, (4, 4), strides=2, padding=((1, 1), (1, 1)), use_bias=False,
+                      name=f"down{i}", **kw)(x)
+      x = nn.leaky_relu(layers.batch_norm(train, name=f"down{i}_bn", **kw)(x), 0.2)
+      skips.append(x)
+    v, h, w, c = x.shape  # paper: 512 x 16 x 16
+    tokens = AudioMotionTransformer(self.config, name="transformer")(x.reshape(v, h * w, c), motion)
+    x = tokens.reshape(v, h, w, c)
+    for i in reversed(range(len(channels))):  # SSR_D: upsample, conv, skip of the next level up
+      if i < len(channels) - 1:
+        x = jnp.concatenate([x, skips[i]], axis=-1)
+      x = jax.image.resize(x, (v, 2 * x.shape[1], 2 * x.shape[2], x.shape[3]), "bilinear")
+      if i == 0:
+        # No bias: under "relocate" a constant residual cancels between the pairs.
+        x = layers.conv(1, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="up0", **kw)(x)
+      else:
+        x = layers.conv(channels[i - 1], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                        name=f"up{i}", **kw)(x)
+        x = nn.relu(layers.batch_norm(train, name=f"up{i}_bn", **kw)(x))
+    return x[..., 0].astype(jnp.float32)
+
+
+def residual_fusion(appearance_logits: jax.Array, residuals: jax.Array, fusion: str) -> jax.Array:
+  """Final spectrum features [B,N,F,T] from the appearance stage's [B,N,F,T] and the SSR's
+  residuals. "relocate": residuals [B,N,N,F,T], entry (n, m) = the components of source n's
+  output that belong to source m (SSR of X_n with the motion of m, n != m; the diagonal is
+  unused): f_m = f_m^app + sum_{n != m} r_{n->m} - sum_{k != m} r_{m->k}. "self": residuals
+  [B,N,F,T] (SSR of X_n with its own motion): f_n = f_n^app + r_n."""
+  if fusion == "self":
+    return appearance_logits + residuals
+  if fusion != "relocate":
+    raise ValueError(f"config.model.motion_stage.fusion={fusion!r}: expected one of {FUSIONS}")
+  n = residuals.shape[1]
+  off_diagonal = (1.0 - jnp.eye(n, dtype=residuals.dtype))[None, :, :, None, None]
+  residuals = residuals * off_diagonal
+  incoming = jnp.sum(residuals, axis=1)  # [B, m, F, T]: sum over n of r_{n->m}
+  outgoing = jnp.sum(residuals, axis=2)  # [B, m, F, T]: sum over k of r_{m->k}
+  return appearance_logits + incoming - outgoing
+
+
+class AMnet(nn.Module):
+  """AMnet separation: stage "appearance" (B.2) or "motion" (B.2 frozen + B.3)."""
+  config: ml_collections.ConfigDict  # config.model (configs/amnet.py)
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    cfg = self.config
+    if cfg.stage not in STAGES:
+      raise ValueError(f"config.model.stage={cfg.stage!r}: expected one of {STAGES}")
+    frames = inputs["frames"]  # [B, N, T, S, S, 3]
+    mix_warped = inputs["mix_warped"]  # [B, F, T]
+    appearance_train = train and cfg.stage == "appearance"  # frozen in the motion stage
+    centre = frames[:, :, frames.shape[2] // 2]  # [B, N, S, S, 3]
+    appearance = AppearanceNetwork(cfg, name="appearance_network")(centre, appearance_train)
+    log_mixture = jnp.log(mix_warped + cfg.log_eps)
+    f_mix = SpectrogramNetwork(cfg, name="spectrogram_network")(log_mixture, appearance_train)
+    appearance_logits = sound_of_pixels.Synthesizer(
+        param_dtype=layers.to_dtype(cfg.param_dtype), name="synthesizer")(appearance, f_mix)
+    intermediates = {"appearance_feature": appearance}  # f_A [B, N, C_A]
+    if cfg.stage == "appearance":
+      return {"mask_logits": appearance_logits}, intermediates
+
+    # ---- Audio-Motion stage: the appearance stage is frozen ----
+    appearance_logits = jax.lax.stop_gradient(appearance_logits)
+    b, n, t = frames.shape[:3]
+    freeze_motion = cfg.motion_stage.freeze_motion_network
+    _, motion, _ = MotionNetwork(cfg, name="motion_network")(
+        frames.reshape((b * n,) + frames.shape[2:]), train and not freeze_motion)
+    if freeze_motion:
+      motion = jax.lax.stop_gradient(motion)
+    motion = motion.reshape((b, n) + motion.shape[1:])  # [B, N, T', C_M]
+    # Output spectrograms of the appearance stage: binary mask (threshold 0.5) x mixture.
+    masked = jnp.where(appearance_logits > 0, mix_warped[:, None], 0.0)  # [B, N, F, T]
+    log_masked = jnp.log(masked + cfg.log_eps)
+    refine = RefinementNetwork(cfg, name="refinement_network")
+    if cfg.motion_stage.fusion == "self":
+      residuals = refine(log_masked.reshape((b * n,) + log_masked.shape[2:]),
+                         motion.reshape((b * n,) + motion.shape[2:]), train)
+      residuals = residuals.reshape(log_masked.shape)
+    else:
+      # Every ordered pair (n, m), n != m: the spectrogram of n with the motion of m.
+      pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+      spectrograms = jnp.stack([log_masked[:, i] for i, _ in pairs], axis=1)
+      motions = jnp.stack([motion[:, j] for _, j in pairs], axis=1)
+      p = len(pairs)
+      out = refine(spectrograms.reshape((b * p,) + spectrograms.shape[2:]),
+                   motions.reshape((b * p,) + motions.shape[2:]), train)
+      out = out.reshape((b, p) + out.shape[1:])
+      residuals = jnp.zeros((b, n, n) + out.shape[2:], out.dtype)
+      for index, (i, j) in enumerate(pairs):
+        residuals = residuals.at[:, i, j].set(out[:, index])
+    mask_logits = residual_fusion(appearance_logits, residuals, cfg.motion_stage.fusion)
+    intermediates.update(appearance_mask_logits=appearance_logits, residuals=residuals,
+                         motion_features=motion)
+    return {"mask_logits": mask_logits}, intermediates
+
+
+def frozen_prefixes(model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Parameter prefixes the optimiser must leave alone: the appearance stage in the motion stage
+  (and the AME motion network unless it is fine-tuned)."""
+  if model_config.get("name") != "amnet" or model_config.stage != "motion":
+    return ()
+  frozen = ("appearance_network", "spectrogram_network", "synthesizer")
+  if model_config.motion_stage.freeze_motion_network:
+    frozen += ("motion_network",)
+  return frozen
+
+
+def example_ame_inputs(config: ml_collections.ConfigDict, batch_size: int = 1,
+                       key: jax.Array | None = None) -> dict[str, jax.Array]:
+  """AME inputs of config.model.input's sizes: frames [V,T,S,S,3], audio [V,L']."""
+  c = config.input
+  frames_shape = (batch_size, c.num_frames, c.image_size, c.image_size, 3)
+  audio_shape = (batch_size, ame_audio_length(config))
+  if key is None:
+    return dict(frames=jnp.zeros(frames_shape), audio=jnp.zeros(audio_shape))
+  k1, k2 = jax.random.split(key)
+  return dict(frames=jax.random.normal(k1, frames_shape),
+              audio=0.1 * jax.random.normal(k2, audio_shape))
+
+
+def ame_audio_length(config: ml_collections.ConfigDict) -> int:
+  """Samples of the sound network's input: the T frames' duration (T / fps seconds), at most the
+  batch's audio crop (paper: 48 / 8 s = 66150 > 65535, so the whole crop)."""
+  c = config.input
+  return min(c.audio_length, int(round(c.num_frames / c.fps * c.sample_rate)))
