@@ -12,6 +12,7 @@ from configs import common
 from tribert_jax import initialization
 from tribert_jax import optimizers
 from tribert_jax.tasks import separation
+from tribert_jax.models import amnet_embedding
 from tribert_jax.models import stgcn
 from tribert_jax.models import tribert
 
@@ -21,8 +22,9 @@ CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
 
 
 def test_every_phase_config_is_listed():
-  assert CONFIG_FILES == ["ablations", "finetune", "pose_pretrain", "pretrain", "probe",
-                          "retrieval", "separation_pretrain", "sound_of_pixels"]
+  assert CONFIG_FILES == ["ablations", "amnet", "amnet_ame", "finetune", "pose_pretrain",
+                          "pretrain", "probe", "retrieval", "separation_pretrain",
+                          "sound_of_pixels"]
 
 
 def _abstract_variables(config):
@@ -33,6 +35,10 @@ def _abstract_variables(config):
     pose = jnp.zeros((1, i.num_persons, i.pose_window, i.num_joints, 3))
     mask = jnp.ones((1, i.num_persons, i.pose_window))
     init = lambda rng: model.init({"params": rng, "dropout": rng}, pose, mask, train=False)  # noqa: E731
+  elif config.phase == "amnet_ame":
+    model = amnet_embedding.AudioMotionEmbedding(config=config.model)
+    inputs = amnet_embedding.example_ame_inputs(config.model)
+    init = lambda rng: model.init({"params": rng}, inputs, train=False)  # noqa: E731
   else:
     model = separation.build_model(config.model)
     inputs = tribert.example_inputs(config.model, batch_size=1)

@@ -15,6 +15,7 @@ from configs import amnet_ame as ame_config
 from tribert_jax import losses
 from tribert_jax import validation
 from tribert_jax.models import amnet
+from tribert_jax.models import amnet_embedding
 from tribert_jax.models import tribert
 from tribert_jax.tasks import audio_motion_embedding
 from tribert_jax.tasks import separation
@@ -37,8 +38,8 @@ def _abstract_outputs(model, inputs, train):
 @pytest.mark.parametrize("size", ["tiny", "paper"])
 def test_ame_network_shapes(size, train):
   cfg = ame_config.get_config(size).model
-  model = amnet.AudioMotionEmbedding(cfg)
-  _, outputs, intermediates = _abstract_outputs(model, amnet.example_ame_inputs(cfg, 3), train)
+  model = amnet_embedding.AudioMotionEmbedding(cfg)
+  _, outputs, intermediates = _abstract_outputs(model, amnet_embedding.example_ame_inputs(cfg, 3), train)
   t_out = {"tiny": 8, "paper": 12}[size]  # paper: T = 48, temporal stride 4
   assert outputs == {"motion_embedding": (3, t_out), "sound_embedding": (3, t_out)}
   side = cfg.input.image_size // 16  # spatial stride 16 (paper 224 -> 14)
@@ -46,7 +47,7 @@ def test_ame_network_shapes(size, train):
   assert intermediates["motion_features"] == (3, t_out, 8 * cfg.motion.width)  # C_M x T'
   if size == "paper":
     assert cfg.motion.width * 8 == 512 and cfg.input.num_frames == 48 and side == 14
-    assert amnet.ame_audio_length(cfg) == cfg.input.audio_length  # 6 s of frames > the crop
+    assert amnet_embedding.ame_audio_length(cfg) == cfg.input.audio_length  # 6 s of frames > the crop
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -97,10 +98,10 @@ def test_every_parameter_gets_a_gradient():
   app_cfg = amnet_config.get_config("tiny").model
   motion_cfg = amnet_config.get_config("tiny,stage=motion").model
   motion_cfg.motion_stage.freeze_motion_network = False
-  ame_model, app_model, motion_model = (amnet.AudioMotionEmbedding(ame_cfg),
+  ame_model, app_model, motion_model = (amnet_embedding.AudioMotionEmbedding(ame_cfg),
                                         amnet.AMnet(app_cfg), amnet.AMnet(motion_cfg))
   key = jax.random.PRNGKey(0)
-  ame_inputs = amnet.example_ame_inputs(ame_cfg, 4, key)
+  ame_inputs = amnet_embedding.example_ame_inputs(ame_cfg, 4, key)
   # The networks are fully convolutional: a 64 x 64 spectrogram keeps this program small.
   sep_inputs = tribert.example_inputs(app_cfg, batch_size=2, key=key)
   sep_inputs["mix_warped"] = sep_inputs["mix_warped"][:, :64, :64]
@@ -221,8 +222,8 @@ def test_ame_prefers_matched_pairs_after_a_few_steps(synthmusic_tiny):
              for batch in itertools.islice(
                  iter(pipeline.build_train_pipeline(config.data, seed=0, process_index=0,
                                                     process_count=1)), 2)]
-  model = amnet.AudioMotionEmbedding(config.model)
-  variables = model.init(jax.random.PRNGKey(0), amnet.example_ame_inputs(config.model),
+  model = amnet_embedding.AudioMotionEmbedding(config.model)
+  variables = model.init(jax.random.PRNGKey(0), amnet_embedding.example_ame_inputs(config.model),
                          train=False)
   tx = optax.adam(1e-3)
   ame = config.model.ame

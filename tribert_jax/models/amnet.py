@@ -1,20 +1,14 @@
 """AMnet (Zhu & Rahtu, "Visually guided sound source separation and localization using
-self-supervised motion representations"): the Audio-Motion Embedding (AME) networks and the
-two-stage separation network, in the project's model contract (inputs dict -> (outputs,
-intermediates), `mask_logits` [B, N, 256, 256] like TriBERT and Sound-of-Pixels).
+self-supervised motion representations"): the two-stage separation network, in the project's
+model contract (inputs dict -> (outputs, intermediates), `mask_logits` [B, N, 256, 256] like
+TriBERT and Sound-of-Pixels). The AME networks are in tribert_jax/models/amnet_embedding.py.
 
-  ame = AudioMotionEmbedding(config=config.model)           # configs/amnet_ame.py
-  (outputs, _) = ame.apply(variables, {"frames": [V,T,S,S,3], "audio": [V,L']}, train=False)
   model = AMnet(config=config.model)                        # configs/amnet.py, model.stage
   (outputs, intermediates) = model.apply(variables, {"frames", "mix_warped"}, train=False)
 
 Networks (supplement B; the choices it leaves open are config keys, README "AMnet"):
-  * Motion Network E_M: 3D ResNet-18 over T frames, spatial stride 16 and temporal stride 4
-    (paper T = 48 at 224 x 224 -> 512 x 12 x 14 x 14 = f_M1); a 3D conv to one channel (f_M2)
-    and a spatial average (f_M3: the 1 x T' motion embedding); the spatial average of f_M1
-    (512 x T') is the motion representation of the Audio-Motion stage.
-  * Sound Network E_S: 1D ResNet-18 over the waveform, fractional (adaptive average) pooling to
-    T' positions and a 1D conv to one channel: the 1 x T' sound embedding.
+  * Motion Network (amnet_embedding.MotionNetwork, from the AME pre-training): its pooled
+    f_M1 (C_M x T') per video feeds the Audio-Motion stage.
   * Appearance Network: dilated ResNet-18 (sound_of_pixels.DilatedResNet, stride 16), a 1x1 conv
     to C_A = num_classes channels, spatial average -> f_A (1 x C_A), on each video's centre frame.
   * Sound Spectrogram Network: MobileNetV2 encoder (inverted residual blocks) with an upsampling
@@ -31,7 +25,7 @@ Networks (supplement B; the choices it leaves open are config keys, README "AMne
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -39,157 +33,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from tribert_jax.models import amnet_embedding
 from tribert_jax.models import layers
 from tribert_jax.models import sound_of_pixels
 
 Dtype = Any
 STAGES = ("appearance", "motion")
 FUSIONS = ("relocate", "self")
-
-
-def _kaiming() -> Any:
-  return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-def _kw(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return dict(dtype=layers.to_dtype(config.dtype), param_dtype=layers.to_dtype(config.param_dtype))
-
-
-# ----------------------------------------------------------------------------------------------
-# ResNet-18 in 1D and 3D (basic blocks, any number of spatial axes).
-# ----------------------------------------------------------------------------------------------
-
-
-class BasicBlockND(nn.Module):
-  """ResNet basic block over len(strides) axes: two 3^d convs (first strided), projection
-  shortcut when the shape changes."""
-  features: int
-  strides: Sequence[int]
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    strides = tuple(self.strides)
-    kernel, pad = (3,) * len(strides), ((1, 1),) * len(strides)
-    y = layers.conv(self.features, kernel, strides=strides, padding=pad, use_bias=False,
-                    kernel_init=_kaiming(), name="conv1", **kw)(x)
-    y = nn.relu(layers.batch_norm(train, name="bn1", **kw)(y))
-    y = layers.conv(self.features, kernel, padding=pad, use_bias=False, kernel_init=_kaiming(),
-                    name="conv2", **kw)(y)
-    y = layers.batch_norm(train, name="bn2", **kw)(y)
-    if x.shape[-1] != self.features or any(s != 1 for s in strides):
-      x = layers.conv(self.features, (1,) * len(strides), strides=strides, use_bias=False,
-                      kernel_init=_kaiming(), name="downsample_conv", **kw)(x)
-      x = layers.batch_norm(train, name="downsample_bn", **kw)(x)
-    return nn.relu(x + y)
-
-
-class ResNetND(nn.Module):
-  """ResNet-18 trunk over d axes: stem conv (+ optional max-pool), then stages of basic blocks
-  whose first block has that stage's strides. [n, *axes, c] -> [n, *axes / stride, 8 * width]."""
-  stem_kernel: Sequence[int]
-  stem_strides: Sequence[int]
-  pool_strides: Sequence[int] | None  # max-pool window = stride after the stem; None = no pool
-  stage_strides: Sequence[Sequence[int]]
-  stage_sizes: Sequence[int] = (2, 2, 2, 2)
-  width: int = 64
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    pad = tuple((k // 2, k // 2) for k in self.stem_kernel)
-    x = layers.conv(self.width, tuple(self.stem_kernel), strides=tuple(self.stem_strides),
-                    padding=pad, use_bias=False, kernel_init=_kaiming(), name="conv1",
-                    **kw)(x.astype(self.dtype))
-    x = nn.relu(layers.batch_norm(train, name="bn1", **kw)(x))
-    if self.pool_strides is not None:
-      window = tuple(self.pool_strides)
-      x = nn.max_pool(x, window, strides=window, padding="SAME")
-    for stage, (num_blocks, strides) in enumerate(zip(self.stage_sizes, self.stage_strides)):
-      for block in range(num_blocks):
-        block_strides = tuple(strides) if block == 0 else (1,) * len(strides)
-        x = BasicBlockND(self.width * 2**stage, block_strides, name=f"layer{stage + 1}_{block}",
-                         **kw)(x, train)
-    return x
-
-
-def adaptive_average_matrix(num_in: int, num_out: int) -> np.ndarray:
-  """[num_in, num_out] averaging weights of adaptive average pooling (torch's bins: output i
-  averages inputs floor(i * n / m) ... ceil((i + 1) * n / m) - 1)."""
-  weights = np.zeros((num_in, num_out), np.float32)
-  for i in range(num_out):
-    start, end = (i * num_in) // num_out, -((-(i + 1) * num_in) // num_out)
-    weights[start:end, i] = 1.0 / (end - start)
-  return weights
-
-
-# ----------------------------------------------------------------------------------------------
-# Audio-Motion Embedding networks (supplement B.1).
-# ----------------------------------------------------------------------------------------------
-
-
-class MotionNetwork(nn.Module):
-  """Frames [V,T,S,S,3] -> (motion embedding f_M3 [V,T'], pooled features [V,T',C_M],
-  embedding map f_M2 [V,T',S',S'])."""
-  config: ml_collections.ConfigDict  # config.model
-
-  @nn.compact
-  def __call__(self, frames: jax.Array, train: bool):
-    cfg = self.config.motion
-    kw = _kw(self.config)
-    features = ResNetND(tuple(cfg.stem_kernel), tuple(cfg.stem_strides), None,
-                        tuple(tuple(s) for s in cfg.stage_strides), tuple(cfg.stage_sizes),
-                        cfg.width, name="resnet", **kw)(frames, train)  # f_M1 [V,T',S',S',C_M]
-    k = tuple(cfg.embedding_kernel)
-    embedding_map = layers.conv(1, k, padding=tuple((i // 2, i // 2) for i in k),
-                                name="embedding_conv", **kw)(features)[..., 0]  # f_M2
-    embedding = jnp.mean(embedding_map, axis=(2, 3))  # f_M3 [V, T']
-    pooled = jnp.mean(features, axis=(2, 3))  # [V, T', C_M]
-    return (embedding.astype(jnp.float32), pooled.astype(jnp.float32),
-            embedding_map.astype(jnp.float32))
-
-
-class SoundNetwork(nn.Module):
-  """Waveform [V,L'] -> sound embedding [V,T'] (1D ResNet-18, fractional pooling to T', conv)."""
-  config: ml_collections.ConfigDict  # config.model
-  num_positions: int  # T', the motion embedding's length
-
-  @nn.compact
-  def __call__(self, audio: jax.Array, train: bool) -> jax.Array:
-    cfg = self.config.sound
-    kw = _kw(self.config)
-    x = ResNetND((cfg.stem_kernel,), (cfg.stem_stride,), (cfg.pool_stride,),
-                 tuple((s,) for s in cfg.stage_strides), tuple(cfg.stage_sizes), cfg.width,
-                 name="resnet", **kw)(audio[..., None], train)  # [V, P, C]
-    # Fractional pooling: adaptive average over P positions into T' bins.
-    weights = jnp.asarray(adaptive_average_matrix(x.shape[1], self.num_positions), x.dtype)
-    x = jnp.einsum("vpc,pt->vtc", x, weights)
-    x = layers.conv(1, (3,), padding=((1, 1),), name="embedding_conv", **kw)(x)
-    return x[..., 0].astype(jnp.float32)  # [V, T']
-
-
-def motion_positions(config: ml_collections.ConfigDict) -> int:
-  """T' = T / the Motion Network's temporal stride (config.model)."""
-  stride = config.motion.stem_strides[0] * int(np.prod([s[0] for s in config.motion.stage_strides]))
-  return -(-config.input.num_frames // stride)
-
-
-class AudioMotionEmbedding(nn.Module):
-  """The AME framework: motion and sound embeddings of the same clips ([V, T'] each); the loss
-  (tribert_jax.losses.audio_motion_embedding_loss) contrasts them."""
-  config: ml_collections.ConfigDict  # config.model (configs/amnet_ame.py)
-
-  @nn.compact
-  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
-    motion, pooled, embedding_map = MotionNetwork(self.config, name="motion_network")(
-        inputs["frames"], train)
-    sound = SoundNetwork(self.config, motion.shape[1], name="sound_network")(inputs["audio"], train)
-    outputs = {"motion_embedding": motion, "sound_embedding": sound}
-    return outputs, {"motion_features": pooled, "motion_embedding_map": embedding_map}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,7 +54,7 @@ class AppearanceNetwork(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool) -> jax.Array:
     cfg = self.config.appearance
-    kw = _kw(self.config)
+    kw = amnet_embedding.dtypes(self.config)
     b, n = images.shape[:2]
     x = sound_of_pixels.DilatedResNet(tuple(cfg.resnet_stage_sizes), cfg.resnet_width,
                                       name="resnet", **kw)(images.reshape((b * n,) + images.shape[2:]),
@@ -229,15 +79,15 @@ class InvertedResidual(nn.Module):
     hidden = x.shape[-1] * self.expansion
     y = x
     if self.expansion != 1:
-      y = layers.conv(hidden, (1, 1), use_bias=False, kernel_init=_kaiming(), name="expand",
+      y = layers.conv(hidden, (1, 1), use_bias=False, kernel_init=amnet_embedding.kaiming(), name="expand",
                       **kw)(y)
       y = nn.relu6(layers.batch_norm(train, name="expand_bn", **kw)(y))
     y = nn.Conv(hidden, (3, 3), strides=self.strides, padding=((1, 1), (1, 1)),
                 feature_group_count=hidden, use_bias=False, name="depthwise",
-                kernel_init=layers.partitioned(_kaiming(), (None, None, layers.CONV_IN,
+                kernel_init=layers.partitioned(amnet_embedding.kaiming(), (None, None, layers.CONV_IN,
                                                             layers.CONV_OUT)), **kw)(y)
     y = nn.relu6(layers.batch_norm(train, name="depthwise_bn", **kw)(y))
-    y = layers.conv(self.features, (1, 1), use_bias=False, kernel_init=_kaiming(), name="project",
+    y = layers.conv(self.features, (1, 1), use_bias=False, kernel_init=amnet_embedding.kaiming(), name="project",
                     **kw)(y)
     y = layers.batch_norm(train, name="project_bn", **kw)(y)
     if self.strides == 1 and x.shape[-1] == self.features:
@@ -253,14 +103,14 @@ class SpectrogramNetwork(nn.Module):
   @nn.compact
   def __call__(self, log_mixture: jax.Array, train: bool) -> jax.Array:
     cfg = self.config.spectrogram
-    kw = _kw(self.config)
+    kw = amnet_embedding.dtypes(self.config)
     stride = 2 * int(np.prod([s for _, _, _, s in cfg.blocks]))
     if log_mixture.shape[1] % stride or log_mixture.shape[2] % stride:
       raise ValueError(f"spectrogram {log_mixture.shape[1:]} not divisible by the stride {stride} "
                        "of config.model.spectrogram.blocks")
     x = layers.batch_norm(train, name="input_bn", **kw)(log_mixture[..., None].astype(kw["dtype"]))
     x = layers.conv(cfg.stem_channels, (3, 3), strides=2, padding=((1, 1), (1, 1)),
-                    use_bias=False, kernel_init=_kaiming(), name="stem", **kw)(x)
+                    use_bias=False, kernel_init=amnet_embedding.kaiming(), name="stem", **kw)(x)
     x = nn.relu6(layers.batch_norm(train, name="stem_bn", **kw)(x))
     skips = {x.shape[1]: x}  # resolution -> deepest features there
     for stage, (expansion, features, repeats, strides) in enumerate(cfg.blocks):
@@ -299,7 +149,7 @@ class AudioMotionTransformer(nn.Module):
   @nn.compact
   def __call__(self, tokens: jax.Array, motion: jax.Array) -> jax.Array:
     cfg = self.config.refinement
-    kw = _kw(self.config)
+    kw = amnet_embedding.dtypes(self.config)
     v, length, width = tokens.shape
     heads = cfg.num_heads
     embed_init = layers.partitioned(nn.initializers.normal(0.02), (layers.VOCAB, layers.EMBED))
@@ -334,7 +184,7 @@ class RefinementNetwork(nn.Module):
   @nn.compact
   def __call__(self, log_spectrogram: jax.Array, motion: jax.Array, train: bool) -> jax.Array:
     cfg = self.config.refinement
-    kw = _kw(self.config)
+    kw = amnet_embedding.dtypes(self.config)
     channels = tuple(cfg.channels)
     x = layers.batch_norm(train, name="input_bn", **kw)(log_spectrogram[..., None].astype(kw["dtype"]))
     skips = []
@@ -404,7 +254,7 @@ class AMnet(nn.Module):
     appearance_logits = jax.lax.stop_gradient(appearance_logits)
     b, n, t = frames.shape[:3]
     freeze_motion = cfg.motion_stage.freeze_motion_network
-    _, motion, _ = MotionNetwork(cfg, name="motion_network")(
+    _, motion, _ = amnet_embedding.MotionNetwork(cfg, name="motion_network")(
         frames.reshape((b * n,) + frames.shape[2:]), train and not freeze_motion)
     if freeze_motion:
       motion = jax.lax.stop_gradient(motion)
@@ -444,23 +294,3 @@ def frozen_prefixes(model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
   if model_config.motion_stage.freeze_motion_network:
     frozen += ("motion_network",)
   return frozen
-
-
-def example_ame_inputs(config: ml_collections.ConfigDict, batch_size: int = 1,
-                       key: jax.Array | None = None) -> dict[str, jax.Array]:
-  """AME inputs of config.model.input's sizes: frames [V,T,S,S,3], audio [V,L']."""
-  c = config.input
-  frames_shape = (batch_size, c.num_frames, c.image_size, c.image_size, 3)
-  audio_shape = (batch_size, ame_audio_length(config))
-  if key is None:
-    return dict(frames=jnp.zeros(frames_shape), audio=jnp.zeros(audio_shape))
-  k1, k2 = jax.random.split(key)
-  return dict(frames=jax.random.normal(k1, frames_shape),
-              audio=0.1 * jax.random.normal(k2, audio_shape))
-
-
-def ame_audio_length(config: ml_collections.ConfigDict) -> int:
-  """Samples of the sound network's input: the T frames' duration (T / fps seconds), at most the
-  batch's audio crop (paper: 48 / 8 s = 66150 > 65535, so the whole crop)."""
-  c = config.input
-  return min(c.audio_length, int(round(c.num_frames / c.fps * c.sample_rate)))

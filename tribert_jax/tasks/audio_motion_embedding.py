@@ -2,7 +2,7 @@
 
 Every video of a Mix-and-Separate batch is one clip (frames [B, N, T, ...] -> [B*N, T, ...]);
 its sound is the central T / fps seconds of its own waveform (the same time span as its T frames;
-amnet.ame_audio_length), never the mixture. The loss is the symmetric InfoNCE over Pearson
+amnet_embedding.ame_audio_length), never the mixture. The loss is the symmetric InfoNCE over Pearson
 correlations of tribert_jax.losses.audio_motion_embedding_loss: the motion embedding of a clip
 should correlate with its own sound embedding more than with the other clips' sounds of the batch
 and than with circularly time-shifted copies of its own sound (and vice versa).
@@ -29,7 +29,7 @@ from data_pipeline.loading import pipeline as loading_pipeline
 from tribert_jax import losses
 from tribert_jax import sharding
 from tribert_jax.evaluation import reports
-from tribert_jax.models import amnet
+from tribert_jax.models import amnet_embedding
 from tribert_jax.tasks.base import Task
 
 
@@ -38,7 +38,7 @@ def model_inputs(batch: Mapping[str, jax.Array], model_config: ml_collections.Co
   """({frames [V,T,S,S,3], audio [V,L']}, {valid [V]}) with V = B*N clips."""
   frames, waveform = batch["frames"], batch["waveform"]
   b, n = frames.shape[:2]
-  length = amnet.ame_audio_length(model_config)
+  length = amnet_embedding.ame_audio_length(model_config)
   start = (waveform.shape[-1] - length) // 2  # centred: the frames are centred on the crop
   audio = waveform[..., start:start + length]
   inputs = dict(frames=frames.reshape((b * n,) + frames.shape[2:]),
@@ -62,11 +62,11 @@ def audio_motion_embedding_task(config: ml_collections.ConfigDict,
                                 class_names: Sequence[str]) -> Task:
   """The Task of the AME pre-training phase."""
   del class_names  # no classifier
-  model = amnet.AudioMotionEmbedding(config=config.model)
+  model = amnet_embedding.AudioMotionEmbedding(config=config.model)
   ame = config.model.ame
 
   def init_variables(rng):
-    return model.init({"params": rng}, amnet.example_ame_inputs(config.model), train=False)
+    return model.init({"params": rng}, amnet_embedding.example_ame_inputs(config.model), train=False)
 
   def batch_inputs(batch):
     return model_inputs(batch, config.model)
