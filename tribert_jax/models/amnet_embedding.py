@@ -130,7 +130,8 @@ class MotionNetwork(nn.Module):
                         tuple(tuple(s) for s in cfg.stage_strides), tuple(cfg.stage_sizes),
                         cfg.width, name="resnet", **kw)(frames, train)  # f_M1 [V,T',S',S',C_M]
     k = tuple(cfg.embedding_kernel)
-    embedding_map = layers.conv(1, k, padding=tuple((i // 2, i // 2) for i in k),
+    # No bias: a Pearson correlation ignores a constant offset, so it would never learn.
+    embedding_map = layers.conv(1, k, padding=tuple((i // 2, i // 2) for i in k), use_bias=False,
                                 name="embedding_conv", **kw)(features)[..., 0]  # f_M2
     embedding = jnp.mean(embedding_map, axis=(2, 3))  # f_M3 [V, T']
     pooled = jnp.mean(features, axis=(2, 3))  # [V, T', C_M]
@@ -153,7 +154,7 @@ class SoundNetwork(nn.Module):
     # Fractional pooling: adaptive average over P positions into T' bins.
     weights = jnp.asarray(adaptive_average_matrix(x.shape[1], self.num_positions), x.dtype)
     x = jnp.einsum("vpc,pt->vtc", x, weights)
-    x = layers.conv(1, (3,), padding=((1, 1),), name="embedding_conv", **kw)(x)
+    x = layers.conv(1, (3,), padding=((1, 1),), use_bias=False, name="embedding_conv", **kw)(x)
     return x[..., 0].astype(jnp.float32)  # [V, T']
 
 
