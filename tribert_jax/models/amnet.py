@@ -56,9 +56,9 @@ class AppearanceNetwork(nn.Module):
     cfg = self.config.appearance
     kw = amnet_embedding.dtypes(self.config)
     b, n = images.shape[:2]
+    images = images.reshape((b * n,) + images.shape[2:])  # [B*N, S, S, 3]
     x = sound_of_pixels.DilatedResNet(tuple(cfg.resnet_stage_sizes), cfg.resnet_width,
-                                      name="resnet", **kw)(images.reshape((b * n,) + images.shape[2:]),
-                                                           train)
+                                      name="resnet", **kw)(images, train)
     x = layers.conv(self.config.num_classes, (1, 1), name="class_conv", **kw)(x)  # [BN,h,w,C_A]
     pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).reshape(b, n, -1)
     return layers.activation(cfg.activation)(pooled)
@@ -79,16 +79,17 @@ class InvertedResidual(nn.Module):
     hidden = x.shape[-1] * self.expansion
     y = x
     if self.expansion != 1:
-      y = layers.conv(hidden, (1, 1), use_bias=False, kernel_init=amnet_embedding.kaiming(), name="expand",
-                      **kw)(y)
+      y = layers.conv(hidden, (1, 1), use_bias=False, kernel_init=amnet_embedding.kaiming(),
+                      name="expand", **kw)(y)
       y = nn.relu6(layers.batch_norm(train, name="expand_bn", **kw)(y))
     y = nn.Conv(hidden, (3, 3), strides=self.strides, padding=((1, 1), (1, 1)),
                 feature_group_count=hidden, use_bias=False, name="depthwise",
-                kernel_init=layers.partitioned(amnet_embedding.kaiming(), (None, None, layers.CONV_IN,
-                                                            layers.CONV_OUT)), **kw)(y)
+                kernel_init=layers.partitioned(
+                    amnet_embedding.kaiming(), (None, None, layers.CONV_IN, layers.CONV_OUT)),
+                **kw)(y)
     y = nn.relu6(layers.batch_norm(train, name="depthwise_bn", **kw)(y))
-    y = layers.conv(self.features, (1, 1), use_bias=False, kernel_init=amnet_embedding.kaiming(), name="project",
-                    **kw)(y)
+    y = layers.conv(self.features, (1, 1), use_bias=False,
+                    kernel_init=amnet_embedding.kaiming(), name="project", **kw)(y)
     y = layers.batch_norm(train, name="project_bn", **kw)(y)
     if self.strides == 1 and x.shape[-1] == self.features:
       y = x + y
@@ -186,7 +187,8 @@ class RefinementNetwork(nn.Module):
     cfg = self.config.refinement
     kw = amnet_embedding.dtypes(self.config)
     channels = tuple(cfg.channels)
-    x = layers.batch_norm(train, name="input_bn", **kw)(log_spectrogram[..., None].astype(kw["dtype"]))
+    x = log_spectrogram[..., None].astype(kw["dtype"])
+    x = layers.batch_norm(train, name="input_bn", **kw)(x)
     skips = []
     for i, features in enumerate(channels):  # SSR_E: 4x4 stride-2 convs
       x = layers.conv(features, (4, 4), strides=2, padding=((1, 1), (1, 1)), use_bias=False,

@@ -66,7 +66,8 @@ def audio_motion_embedding_task(config: ml_collections.ConfigDict,
   ame = config.model.ame
 
   def init_variables(rng):
-    return model.init({"params": rng}, amnet_embedding.example_ame_inputs(config.model), train=False)
+    inputs = amnet_embedding.example_ame_inputs(config.model)
+    return model.init({"params": rng}, inputs, train=False)
 
   def batch_inputs(batch):
     return model_inputs(batch, config.model)
