@@ -12,6 +12,7 @@ from configs import common
 from tribert_jax import initialization
 from tribert_jax import optimizers
 from tribert_jax.tasks import separation
+from tribert_jax.models import amnet_embedding
 from tribert_jax.models import sound_of_pixels
 from tribert_jax.models import stgcn
 from tribert_jax.models import tribert
@@ -22,9 +23,9 @@ CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
 
 
 def test_every_phase_config_is_listed():
-  assert CONFIG_FILES == ["ablations", "finetune", "pose_pretrain", "pretrain", "probe",
-                          "retrieval", "separation_pretrain", "sound_of_pixels",
-                          "sound_of_pixels_frames"]
+  assert CONFIG_FILES == ["ablations", "amnet", "amnet_ame", "finetune", "pose_pretrain",
+                          "pretrain", "probe", "retrieval", "separation_pretrain",
+                          "sound_of_pixels", "sound_of_pixels_frames"]
 
 
 def _abstract_variables(config):
@@ -39,6 +40,10 @@ def _abstract_variables(config):
     model = sound_of_pixels.FrameClassifier(config=config.model)
     images = jnp.zeros((1, config.model.input.image_size, config.model.input.image_size, 3))
     init = lambda rng: model.init({"params": rng}, images, train=False)  # noqa: E731
+  elif config.phase == "amnet_ame":
+    model = amnet_embedding.AudioMotionEmbedding(config=config.model)
+    inputs = amnet_embedding.example_ame_inputs(config.model)
+    init = lambda rng: model.init({"params": rng}, inputs, train=False)  # noqa: E731
   else:
     model = separation.build_model(config.model)
     inputs = tribert.example_inputs(config.model, batch_size=1)

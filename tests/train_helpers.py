@@ -99,3 +99,34 @@ def one_step_result(process):
   return json.loads(line[len("RESULT "):])
 
 
+
+
+def start_main(*arguments):
+  """Starts `python main.py ARGUMENTS` in the repository as a user types it, with the tests'
+  XLA flags and compilation cache (output to a file, so runs side by side never block)."""
+  output = tempfile.TemporaryFile("w+")
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+             JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  process = subprocess.Popen([sys.executable, "main.py", *arguments], cwd=REPO, stdout=output,
+                             stderr=subprocess.STDOUT, text=True, env=env)
+  return process, output
+
+
+def finish_main(*started):
+  """Waits for start_main runs (bounded: a hang is a failure); their logs, or a failure
+  showing the tail of each run that did not exit 0."""
+  logs, problems = [], []
+  for process, output in started:
+    try:
+      process.wait(timeout=SUBPROCESS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+    output.seek(0)
+    logs.append(output.read())
+    if process.returncode != 0:
+      problems.append(f"{process.args[2:]} exited {process.returncode}:\n{logs[-1][-3000:]}")
+  if problems:
+    pytest.fail("\n\n".join(problems))
+  return logs

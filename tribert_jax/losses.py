@@ -94,3 +94,69 @@ def video_classification_loss(logits: jax.Array, labels: jax.Array, valid: jax.A
   logits [V, C] vs labels [V, C] (optax's form; valid [V])."""
   per_video = optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1)
   return jnp.sum(per_video * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# AMnet's Audio-Motion Embedding (AME) pre-training objective.
+# ----------------------------------------------------------------------------------------------
+
+PEARSON_EPS = 1e-6  # keeps the correlation of a constant embedding finite (it is then ~0)
+
+
+def pearson_correlation(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Pearson correlation over the last axis of a [..., T] and b [..., T] (broadcast)."""
+  a = a.astype(jnp.float32) - jnp.mean(a, axis=-1, keepdims=True)
+  b = b.astype(jnp.float32) - jnp.mean(b, axis=-1, keepdims=True)
+  numerator = jnp.sum(a * b, axis=-1)
+  return numerator / jnp.sqrt(jnp.sum(a * a, axis=-1) * jnp.sum(b * b, axis=-1) + PEARSON_EPS)
+
+
+def circular_shifts(length: int, min_shift: int) -> list[int]:
+  """The circular time shifts whose copies of a clip's embedding are its negatives: every k in
+  [min_shift, length - min_shift]."""
+  return list(range(min_shift, length - min_shift + 1))
+
+
+def audio_motion_embedding_loss(motion: jax.Array, sound: jax.Array, valid: jax.Array,
+                                temperature: float, min_shift: int = 1
+                                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Symmetric InfoNCE over Pearson correlations (AMnet's AME objective, our formulation).
+
+  motion, sound: embeddings [V, T'] of V clips (f_M3 and the sound network's output); valid [V].
+  For clip i, motion -> sound: the positive is r(m_i, s_i); the negatives are r(m_i, s_j) for
+  every other valid clip j of the batch and r(m_i, roll(s_i, k)) for the circular time shifts k
+  of circular_shifts(T', min_shift) of its own sound (same content, wrong alignment). Sound ->
+  motion is the mirror image (r(s_i, m_j), r(s_i, roll(m_i, k))). Each direction is the
+  cross-entropy of softmax(r / temperature) at the positive, averaged over valid clips; the loss
+  is the mean of the two directions. Also returns the matched / mismatched mean correlations and
+  the batch retrieval accuracy (motion -> sound, shifts included) as metrics.
+  """
+  motion = motion.astype(jnp.float32)
+  sound = sound.astype(jnp.float32)
+  valid = valid.astype(jnp.float32)
+  v, length = motion.shape
+  shifts = circular_shifts(length, min_shift)
+  cross = pearson_correlation(motion[:, None, :], sound[None, :, :])  # [V(motion), V(sound)]
+  column_ok = valid[None, :] > 0
+
+  def direction(correlations, anchors, others):
+    shifted = [pearson_correlation(anchors, jnp.roll(others, k, axis=-1)) for k in shifts]
+    logits = jnp.where(column_ok, correlations, -1e9) / temperature
+    if shifted:
+      logits = jnp.concatenate([logits, jnp.stack(shifted, axis=-1) / temperature], axis=-1)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -log_probs[jnp.arange(v), jnp.arange(v)]
+    correct = (jnp.argmax(logits, axis=-1) == jnp.arange(v)).astype(jnp.float32)
+    return _valid_mean(nll, valid), _valid_mean(correct, valid)
+
+  motion_to_sound, accuracy = direction(cross, motion, sound)
+  sound_to_motion, _ = direction(cross.T, sound, motion)
+  loss = 0.5 * (motion_to_sound + sound_to_motion)
+  pair_valid = valid[:, None] * valid[None, :]
+  off_diagonal = pair_valid * (1.0 - jnp.eye(v))
+  metrics = dict(
+      ame=loss,
+      matched_correlation=_valid_mean(jnp.diagonal(cross), valid),
+      mismatched_correlation=jnp.sum(cross * off_diagonal) / jnp.maximum(jnp.sum(off_diagonal), 1),
+      retrieval_accuracy=accuracy)
+  return loss, metrics

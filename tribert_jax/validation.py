@@ -21,13 +21,18 @@ from typing import Any, Iterable, Sequence
 ENUMS = {
     "dataset": ("synthmusic", "music21", "music"),
     "phase": ("pose_pretrain", "separation_pretrain", "pretrain", "finetune", "sound_of_pixels",
-              "sound_of_pixels_frames", "retrieval", "probe", "ablations"),
+              "sound_of_pixels_frames", "retrieval", "probe", "ablations", "amnet_ame", "amnet"),
     "data.source": ("folder", "tfds"),
     "data.eval_split": ("train", "val", "test"),
     "data.train_split": ("train", "val", "test"),
-    "model.name": ("tribert", "sound_of_pixels", "separation_pretrain", "frame_classifier"),
+    "model.name": ("tribert", "sound_of_pixels", "separation_pretrain", "frame_classifier", "amnet",
+                   "amnet_ame"),
     "model.init": ("sound_of_pixels", "flax"),
     "model.visual_source": ("frames", "oracle"),
+    # AMnet (configs/amnet.py; tribert_jax/models/amnet.py STAGES / FUSIONS).
+    "model.stage": ("appearance", "motion"),
+    "model.motion_stage.fusion": ("relocate", "self"),
+    "model.appearance.activation": ("sigmoid", "none"),
     "optim.name": ("adam", "adamw", "sgd", "bert_adam"),
     "optim.decay": ("constant", "cosine", "step", "warmup_linear"),
     "eval.mask_type": ("binary", "ratio"),
@@ -44,7 +49,8 @@ POSITIVE = ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoin
             "keep_checkpoints", "max_steps_in_flight", "grad_accum_steps", "data.eval_batch_size",
             "data.num_frames", "data.image_size", "data.pose_window", "data.max_persons",
             "data.sample_rate", "data.audio_length", "export.batch_size", "retrieval.batch_size",
-            "retrieval.num_epochs", "probe.batch_size", "probe.num_epochs", "eval.quick_batches")
+            "retrieval.num_epochs", "probe.batch_size", "probe.num_epochs", "eval.quick_batches",
+            "model.ame.temperature", "model.ame.min_shift", "model.refinement.num_heads")
 # Keys that must be >= 0.
 NON_NEGATIVE = ("optim.warmup_steps", "optim.grad_clip_norm", "optim.weight_decay",
                 "eval.num_workers", "optim.end_lr_factor", "eval.quick_every_steps")
@@ -146,6 +152,9 @@ def check_config(config: Any) -> list[str]:
           "only clips with a pose file, so it cannot serve clips without pose")
   elif present and not isinstance(require_pose, bool):
     bad("data.require_pose", require_pose, "expected True or False")
+  _, name = lookup(config, "model.name")
+  if name in ("amnet", "amnet_ame"):
+    check_amnet(config, bad)
   return problems
 
 
@@ -190,6 +199,40 @@ def _check_optimizer(config: Any) -> list[str]:
       bad(f"optim.lr_multipliers[{key!r}]", value, "a learning-rate factor must be finite and "
           ">= 0")
   return problems
+
+
+def check_amnet(config: Any, bad: Any) -> None:
+  """AMnet's shape constraints and the motion stage's parts (bad(key, value, expected))."""
+  _, frames = lookup(config, "data.num_frames")
+  present, stage_strides = lookup(config, "model.motion.stage_strides")
+  _, stem_strides = lookup(config, "model.motion.stem_strides")
+  if present and _is_number(frames) and frames > 0:
+    stride = stem_strides[0] * math.prod(s[0] for s in stage_strides)
+    if frames % stride or frames // stride < 2:
+      bad("data.num_frames", frames, f"the Motion Network's temporal stride is {stride} "
+          "(config.model.motion.stem_strides / stage_strides): T must be a multiple of it with "
+          "T / stride >= 2 (a Pearson correlation needs two time steps)")
+  present, blocks = lookup(config, "model.spectrogram.blocks")
+  _, size = lookup(config, "data.warped_freq_bins")
+  if present and size and size % (2 * math.prod(b[3] for b in blocks)):
+    bad("model.spectrogram.blocks", blocks, f"2 x the product of the strides must divide the "
+        f"{size}-bin spectrogram")
+  present, channels = lookup(config, "model.refinement.channels")
+  _, heads = lookup(config, "model.refinement.num_heads")
+  if present and _is_number(heads) and heads > 0 and channels[-1] % heads:
+    bad("model.refinement.channels", channels, f"the last width must be a multiple of "
+        f"config.model.refinement.num_heads={heads}")
+  if present and size and size % 2 ** len(channels):
+    bad("model.refinement.channels", channels, f"2 ** len(channels) must divide {size}")
+  _, stage = lookup(config, "model.stage")
+  _, name = lookup(config, "model.name")
+  if name == "amnet" and stage == "motion":
+    for part in ("appearance", "motion"):
+      present, checkpoint = lookup(config, f"init.parts.{part}.checkpoint")
+      if not (present and checkpoint):
+        bad(f"init.parts.{part}.checkpoint", checkpoint if present else None,
+            "config.model.stage='motion' loads the appearance stage and the AME Motion Network: "
+            "set it to that phase's workdir")
 
 
 def model_uses_pose(config: Any) -> str:

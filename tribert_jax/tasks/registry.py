@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 
+from tribert_jax.tasks import audio_motion_embedding
 from tribert_jax.tasks import frame_classification
 from tribert_jax.tasks import pose_classification
 from tribert_jax.tasks import separation
@@ -24,6 +25,9 @@ ALL_TASKS: dict[str, TaskBuilder] = {
     "sound_of_pixels": separation.separation_task,
     "sound_of_pixels_frames": frame_classification.frame_classification_task,
     "separation_pretrain": separation.separation_task,
+    # AMnet (Zhu & Rahtu): Audio-Motion Embedding pre-training, then separation (model.stage).
+    "amnet_ame": audio_motion_embedding.audio_motion_embedding_task,
+    "amnet": separation.separation_task,
 }
 
 

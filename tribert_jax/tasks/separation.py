@@ -1,4 +1,4 @@
-"""Separation tasks (Mix-and-Separate): TriBERT, Sound-of-Pixels and the staged recipe's
+"""Separation tasks (Mix-and-Separate): TriBERT, Sound-of-Pixels, AMnet and the staged recipe's
 separation pre-training network, chosen by config.model.name.
 
 `model_inputs` is the one "batch -> model inputs" function: the training loss, the evaluation's
@@ -23,6 +23,7 @@ from tribert_jax import sharding
 from tribert_jax import spectral
 from tribert_jax.evaluation import reports
 from tribert_jax.evaluation import separation as separation_evaluation
+from tribert_jax.models import amnet
 from tribert_jax.models import separation_pretrain
 from tribert_jax.models import sound_of_pixels
 from tribert_jax.models import tribert
@@ -33,6 +34,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "tribert": tribert.TriBERT,
     "sound_of_pixels": sound_of_pixels.SoundOfPixels,
     "separation_pretrain": separation_pretrain.SeparationPretrainNet,
+    "amnet": amnet.AMnet,
 }
 
 
@@ -164,7 +166,10 @@ def separation_task(config: ml_collections.ConfigDict, class_names: Sequence[str
 
 def frozen_parameters(model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """Prefixes of parameters that must not change: a frozen in-model ST-GCN (its gradient is
-  stopped, and the optimiser must not decay it either)."""
+  stopped, and the optimiser must not decay it either), or AMnet's frozen appearance stage and
+  motion network in its motion stage."""
+  if model_config.name == "amnet":
+    return amnet.frozen_prefixes(model_config)
   pose = model_config.get("pose")
   if (model_config.name == "tribert" and pose and pose.enabled and pose.freeze_stgcn
       and pose.get("stgcn_input", "pose") == "pose"):
