@@ -7,9 +7,10 @@ modality erased (MODELS: one entry per model, so later baselines are one line ea
   python -m benchmarks.quality --size tiny            # smoke run (a few updates per model)
   python -m benchmarks.quality --models sound_of_pixels tribert --budget seconds --seconds 300
 
-Protocol. Every model trains with its config at the size's config preset (configs/pretrain.py or
-configs/sound_of_pixels.py: the same data, batch, optimiser and schedule shape) under two
-budgets, each in its own workdir WORKDIR/<budget>/<model>:
+Protocol. Every model trains with its own config at the size's preset (configs/pretrain.py,
+configs/sound_of_pixels.py, ...: the same data and batch; each model's own optimiser, e.g.
+Sound-of-Pixels the original's SGD) under two budgets, each in its own workdir
+WORKDIR/<budget>/<model>:
   updates  the same number of optimiser updates for every model (--steps; the size's default);
   seconds  the same training wall-clock for every model (--seconds; config.max_train_seconds:
            compilation, evaluations and checkpoint saves are not counted, tribert_jax/

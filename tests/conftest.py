@@ -50,7 +50,9 @@ def pytest_configure(config):
 SLOW_FILES_FIRST = ("test_train_hosts.py", "test_train.py", "test_staged_recipe.py",
                     "test_retrieval.py", "test_benchmarks.py", "test_separate.py",
                     "test_ablations.py", "test_failure_behaviour.py", "test_train_faults.py",
-                    "test_amnet_training.py", "test_models_amnet.py", "test_models_tribert.py")
+                    "test_amnet_training.py", "test_models_amnet.py", "test_frame_pretraining.py",
+                    "test_models_sound_of_pixels.py", "test_train_time_budget.py",
+                    "test_models_tribert.py")
 
 
 def pytest_collection_modifyitems(items):
