@@ -252,3 +252,31 @@ def test_ame_prefers_matched_pairs_after_a_few_steps(synthmusic_tiny):
   assert mean(last, "ame") < mean(first, "ame"), (first, last)
   matched, mismatched = mean(last, "matched_correlation"), mean(last, "mismatched_correlation")
   assert matched > mismatched + 0.2, (matched, mismatched)
+
+
+def test_motion_stage_parts_map_the_earlier_stages_exactly():
+  """config.init.parts of stage=motion: every target array comes from the appearance stage or
+  the AME model with the same shape (abstract trees: no FLOPs)."""
+  from tribert_jax import initialization  # pylint: disable=g-import-not-at-top
+
+  def params(model, inputs):
+    return jax.eval_shape(lambda: nn.meta.unbox(
+        model.init({"params": jax.random.PRNGKey(0)}, inputs, train=False)))["params"]
+
+  config = amnet_config.get_config("tiny,stage=motion")
+  inputs = tribert.example_inputs(config.model)
+  target = params(amnet.AMnet(config.model), inputs)
+  appearance_cfg = amnet_config.get_config("tiny").model
+  ame_cfg = ame_config.get_config("tiny").model
+  sources = {"appearance": params(amnet.AMnet(appearance_cfg), inputs),
+             "motion": params(amnet_embedding.AudioMotionEmbedding(ame_cfg),
+                              amnet_embedding.example_ame_inputs(ame_cfg))}
+  copied = set()
+  for name, source in sources.items():
+    source = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), source)  # arrays, as on disk
+    _, report = initialization.map_parameters(target, source,
+                                              prefix_map=config.init.parts[name].prefix_map)
+    copied |= set(report.copied)
+  trained = {p for p in initialization.flatten(target) if p.startswith("refinement_network/")}
+  assert copied | trained == set(initialization.flatten(target))
+  assert set(amnet.frozen_prefixes(config.model)) == {p.split("/")[0] for p in copied}

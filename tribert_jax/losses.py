@@ -1,5 +1,6 @@
 """Training losses as plain functions: weighted mask BCE + weak-label classification BCEs
-(TriBERT, Sound-of-Pixels) and the pose pre-training classification loss.
+(TriBERT, Sound-of-Pixels, AMnet), the pose pre-training classification loss, and AMnet's
+Audio-Motion Embedding objective (symmetric InfoNCE over Pearson correlations).
 
 Every term is a mean over the videos of a mixture and over the real examples of the batch
 (`valid` = 0 rows, eval padding, contribute nothing). Terms whose prediction is absent from
