@@ -11,17 +11,13 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from data_pipeline.loading import pipeline as loading_pipeline
 from tribert_jax import losses
-from tribert_jax import sharding
-from tribert_jax.evaluation import classification
-from tribert_jax.evaluation import reports
 from tribert_jax.models import stgcn
+from tribert_jax.tasks import classification as classification_task
 from tribert_jax.tasks.base import Task
 
 
@@ -64,21 +60,7 @@ def pose_classification_task(config: ml_collections.ConfigDict,
     inputs, _ = model_inputs(batch)
     return model.apply(variables, inputs["pose"], inputs["pose_mask"], train=False)
 
-  eval_pipeline = None
-
-  def run_evaluation(state, mesh, workdir, step, writer):
-    del writer  # scalars are written by the loop
-    nonlocal eval_pipeline
-    if eval_pipeline is None:
-      eval_pipeline = loading_pipeline.build_eval_pipeline(config.data)
-    batch_sharding = sharding.data_sharding(mesh)
-    predict_jit = jax.jit(predict, out_shardings=batch_sharding)
-    summary = classification.evaluate(predict_jit, state.variables(), eval_pipeline, mesh,
-                                      batch_sharding.spec, max_batches=config.eval.max_batches)
-    reports.write_json(summary, workdir, f"{config.data.eval_split}_step_{step}")
-    logging.info("pose evaluation at step %d: top-1 accuracy %.3f over %d videos", step,
-                 summary["accuracy"], summary["num_videos"])
-    return summary
+  run_evaluation = classification_task.accuracy_evaluation(config, predict, "pose")
 
   return Task(model=model, init_variables=init_variables, model_inputs=model_inputs,
               loss_fn=loss_fn, predict=predict, evaluate=run_evaluation, best_metric="accuracy")
