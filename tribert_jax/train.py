@@ -265,10 +265,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("training %s from step %d to %d (global batch %d, %d micro-batches; training "
                "budget %s s, %.1f s spent)", config.phase, start_step, total_steps, global_batch,
                config.grad_accum_steps, clock.budget, clock.seconds)
+  # A resumed run whose budget was already spent makes no step. Otherwise the budget is checked
+  # once per step, after it (is_last): with several processes that check is a collective.
+  last_step = start_step if train_clock.expired_everywhere(clock) else total_steps
   try:
-    for step in range(start_step + 1, total_steps + 1):
-      if train_clock.expired_everywhere(clock):  # a resumed run whose budget was already spent
-        break
+    for step in range(start_step + 1, last_step + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         host_batch = next(batches)
         clip_ids = host_batch.pop("clip_ids", None)  # host-only strings
