@@ -1,7 +1,11 @@
-"""Prints TriBERT's parameter count and forward FLOPs per example (one mixture of N videos), per module.
+"""Prints a model's parameter count and forward FLOPs per example, per top-level module: TriBERT,
+Sound-of-Pixels, the staged recipe's separation pre-training network and AMnet per mixture of N
+videos, AMnet's AME model per clip.
 
   python main.py --config=configs/pretrain.py:cpu --mode=summary
   python main.py --config=configs/pretrain.py:paper,variant=release --mode=summary
+  python main.py --config=configs/amnet.py:paper,stage=motion --mode=summary
+  python main.py --config=configs/amnet_ame.py:cpu --mode=summary
 
 Parameters come from jax.eval_shape (no memory for weights); FLOPs from XLA's cost analysis of
 the lowered (not compiled) eval-mode forward, for the whole model and for each top-level module
@@ -11,14 +15,38 @@ lowered on its own with the inputs it receives inside the model.
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
-from tribert_jax.models.tribert import TriBERT, example_inputs
+from tribert_jax.models import amnet
+from tribert_jax.models import amnet_embedding
+from tribert_jax.models import tribert
+
+# config.model.name of the models that are not separation models (the separation task's MODELS
+# covers those): name -> (model class, example inputs of batch size b, what one example is).
+OTHER_MODELS: dict[str, tuple[Callable[..., nn.Module], Callable[..., Any], str]] = {
+    "amnet_ame": (amnet_embedding.AudioMotionEmbedding, amnet_embedding.example_ame_inputs,
+                  "one clip"),
+}
+
+
+def model_spec(config: ml_collections.ConfigDict
+               ) -> tuple[Callable[..., nn.Module], Callable[..., Any], str]:
+  """(model class, example-inputs function (config, batch_size), what one example is) of a model
+  config, by config.name (TriBERT when the config has no name)."""
+  name = config.get("name", "tribert")
+  if name in OTHER_MODELS:
+    return OTHER_MODELS[name]
+  from tribert_jax.tasks import separation  # pylint: disable=g-import-not-at-top
+  if name not in separation.MODELS:
+    raise ValueError(f"--mode=summary: config.model.name={name!r}: expected one of "
+                     f"{sorted(separation.MODELS) + sorted(OTHER_MODELS)}")
+  return (separation.MODELS[name], tribert.example_inputs,
+          f"one mixture of N = {config.input.num_mix} videos")
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -42,7 +70,8 @@ def _abstract(tree: Any) -> Any:
 
 def abstract_variables(config: ml_collections.ConfigDict, batch_size: int = 1) -> tuple[Any, Any]:
   """(abstract variables without boxes, abstract example inputs) via jax.eval_shape."""
-  model = TriBERT(config)
+  model_class, example_inputs, _ = model_spec(config)
+  model = model_class(config=config)
   inputs = _abstract(jax.eval_shape(lambda: example_inputs(config, batch_size)))
   rngs = {k: jax.random.PRNGKey(0) for k in ("params", "dropout", "masking")}
   variables = jax.eval_shape(lambda x: nn.meta.unbox(model.init(rngs, x, train=False)), inputs)
@@ -69,7 +98,7 @@ def _flops(lowered: Any) -> float:
 def flops_table(config: ml_collections.ConfigDict, variables: Any, inputs: Any
                 ) -> tuple[float, dict[str, float]]:
   """(total forward FLOPs, FLOPs per top-level module) in eval mode for the given inputs."""
-  model = TriBERT(config)
+  model = model_spec(config)[0](config=config)
   total = _flops(jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, inputs))
   calls = []
 
@@ -104,9 +133,14 @@ def summarize(config: ml_collections.ConfigDict, flops: bool = True) -> str:
   """The printed report for one model config."""
   variables, inputs = abstract_variables(config)
   params = parameter_table(variables)
-  lines = [f"TriBERT size={config.size} variant={config.variant} "
-           f"input: N={config.input.num_mix} T={config.input.num_frames} "
-           f"S={config.input.image_size} W={config.input.pose_window}"]
+  name = config.get("name", "tribert")
+  # AME configs carry AMnet's stage key too; only the separation stage has one.
+  shown = ("variant", "stage") if name == "amnet" or "variant" in config else ()
+  described = [f"size={config.size}"] + [f"{key}={config[key]}" for key in shown
+                                           if key in config]
+  lines = [f"{name} {' '.join(described)} input: N={config.input.num_mix} "
+           f"T={config.input.num_frames} S={config.input.image_size} "
+           f"W={config.input.pose_window}; one example = {model_spec(config)[2]}"]
   module_flops: dict[str, float] = {}
   total_flops = None
   if flops:
@@ -117,15 +151,18 @@ def summarize(config: ml_collections.ConfigDict, flops: bool = True) -> str:
     lines.append(f"{name:<24}{params[name]:>14,}{(f'{f / 1e9:.3f}' if f is not None else ''):>16}")
   lines.append(f"{'total':<24}{sum(params.values()):>14,}"
                f"{(f'{total_flops / 1e9:.3f}' if total_flops is not None else ''):>16}")
+  frozen = amnet.frozen_prefixes(config)
+  if frozen:
+    trained = sum(n for module, n in params.items() if module not in frozen)
+    lines.append(f"trained: {trained:,} (frozen: {', '.join(frozen)})")
   lines.append(f"batch_stats: {count(variables.get('batch_stats', {})):,} scalars")
   return "\n".join(lines)
 
 
 def run(config: ml_collections.ConfigDict, flops: bool = True) -> str:
-  """Prints and returns the summary of a phase config's TriBERT (main.py --mode=summary)."""
+  """Prints and returns the summary of a phase config's model (main.py --mode=summary)."""
   model = resolve_config(config)
-  if model.name != "tribert":
-    raise ValueError(f"--mode=summary counts TriBERT models; config.model.name is {model.name!r}")
+  model_spec(model)  # an unknown model name fails here, before any tracing
   text = summarize(model, flops)
   print(text)
   return text
