@@ -19,12 +19,15 @@ import numpy as np  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Model variants compared by the benchmarks: name -> (config module, model overrides).
+# Model variants compared by the benchmarks: name -> (config module[:argument after the size],
+# model overrides).
 VARIANTS = {
     "tribert": ("pretrain", {}),
     "tribert_no_pose": ("pretrain", {"pose.enabled": False}),
     "tribert_no_visual": ("pretrain", {"visual.enabled": False}),
     "sound_of_pixels": ("sound_of_pixels", {}),
+    "amnet": ("amnet:stage=appearance", {}),  # AMnet's audio-appearance stage
+    "amnet_motion": ("amnet:stage=motion", {}),  # its audio-motion stage (the rest frozen)
 }
 
 
@@ -34,7 +37,9 @@ def get_config(variant: str, size: str) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"unknown model variant {variant!r}; choose from {sorted(VARIANTS)}")
   module, overrides = VARIANTS[variant]
-  config = importlib.import_module(f"configs.{module}").get_config(size)
+  module, _, argument = module.partition(":")
+  config = importlib.import_module(f"configs.{module}").get_config(
+      f"{size},{argument}" if argument else size)
   for key, value in overrides.items():
     node = config.model
     *parents, leaf = key.split(".")

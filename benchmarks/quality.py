@@ -1,11 +1,20 @@
 """Separation quality on the SynthMUSIC test mixtures with equal training budgets: mixture floor,
 ideal-binary-mask ceiling, Sound-of-Pixels, TriBERT and TriBERT with the pose or the visual
-modality erased (MODELS: one entry per model, so later baselines are one line each).
+modality erased, AMnet's two stages (MODELS: one entry per model, so later baselines are one line
+each).
 
   python -m benchmarks.quality                        # cpu size, both budgets (~2 h 10 min)
   python -m benchmarks.quality --size long --budget updates   # ~2 h on 2 cores
   python -m benchmarks.quality --size tiny            # smoke run (a few updates per model)
   python -m benchmarks.quality --models sound_of_pixels tribert --budget seconds --seconds 300
+  python -m benchmarks.quality --models amnet_appearance amnet --amnet_ame_workdir runs/amnet_ame_cpu
+
+AMnet trains in stages: `amnet_appearance` is its audio-appearance stage (configs/amnet.py
+stage=appearance) under the budget; `amnet` is its audio-motion stage (stage=motion) under the
+same budget again, initialised from the amnet_appearance run of the same budget (list it first,
+or pass --amnet_appearance_workdir) and from the AME pre-training of --amnet_ame_workdir (a
+finished configs/amnet_ame.py run, which needs no labels and no separation budget). Its row's
+updates are the motion stage's own.
 
 Protocol. Every model trains with its own config at the size's preset (configs/pretrain.py,
 configs/sound_of_pixels.py, ...: the same data and batch; each model's own optimiser, e.g.
@@ -16,8 +25,9 @@ WORKDIR/<budget>/<model>:
            compilation, evaluations and checkpoint saves are not counted, tribert_jax/
            train_clock.py). The schedule's horizon (num_train_steps: cosine decay, warm-up
            fractions, step-decay points all follow it) is the number of updates the model is
-           expected to make in that time, from its finished updates run (updates / training
-           seconds x --seconds x HORIZON_MARGIN), else --horizon_steps.
+           expected to make in that time: --horizon MODEL=STEPS, else --horizon_steps, else
+           from its finished updates run (updates / training seconds x --seconds x
+           HORIZON_MARGIN), else 10 x the updates budget.
 During training a quick evaluation every num_train_steps / --points updates (and at the last
 one) scores the first --quick_batches batches of the TEST mixture list (the same mixtures every
 time; fast_bss_eval, config.eval.quick_split="test"): the SDR-vs-updates and SDR-vs-seconds
@@ -69,16 +79,31 @@ POINT_KEYS = ("sdr", "sdr_median", "sir", "sir_median", "sar", "sar_median", "mi
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """A model of the comparison: config_size, args -> its training config (any phase config)."""
-  build: Callable[[str, argparse.Namespace], Any]
+  """A model of the comparison: (config_size, args, budget) -> its training config (any phase
+  config)."""
+  build: Callable[[str, argparse.Namespace, str], Any]
   description: str
 
 
-def _variant(name: str) -> Callable[[str, argparse.Namespace], Any]:
-  return lambda size, args: common.get_config(name, size)
+def _variant(name: str) -> Callable[[str, argparse.Namespace, str], Any]:
+  return lambda size, args, budget: common.get_config(name, size)
 
 
-def _staged_tribert(size: str, args: argparse.Namespace):
+def _amnet_motion(size: str, args: argparse.Namespace, budget: str):
+  """AMnet's audio-motion stage on top of the amnet_appearance run of the same budget (or
+  --amnet_appearance_workdir) and the AME pre-training of --amnet_ame_workdir."""
+  from configs import amnet  # pylint: disable=g-import-not-at-top
+  if not getattr(args, "amnet_ame_workdir", ""):
+    raise ValueError("model amnet needs --amnet_ame_workdir (a finished configs/amnet_ame.py "
+                     "run: the Motion Network's AME pre-training)")
+  config = amnet.get_config(f"{size},stage=motion")
+  config.init.parts.motion.checkpoint = args.amnet_ame_workdir
+  config.init.parts.appearance.checkpoint = (getattr(args, "amnet_appearance_workdir", "")
+                                             or workdir_of(args, budget, "amnet_appearance"))
+  return config
+
+
+def _staged_tribert(size: str, args: argparse.Namespace, budget: str):
   """TriBERT trained the release's way (configs/pretrain.py recipe=staged) from the pre-training
   workdirs given by --pose_pretrain_workdir and --separation_pretrain_workdir."""
   from configs import pretrain  # pylint: disable=g-import-not-at-top
@@ -100,6 +125,11 @@ MODELS: dict[str, Model] = {
     "tribert_no_visual": Model(_variant("tribert_no_visual"), "TriBERT, visual erased"),
     "tribert_staged": Model(_staged_tribert, "TriBERT, the release's staged recipe "
                             "(needs --pose_pretrain_workdir, --separation_pretrain_workdir)"),
+    "amnet_appearance": Model(lambda size, args, budget: common.get_config("amnet", size),
+                              "AMnet (Zhu & Rahtu), audio-appearance stage"),
+    "amnet": Model(_amnet_motion, "AMnet, audio-motion stage: the budget again on top of "
+                   "amnet_appearance's, with the AME-pretrained Motion Network (needs "
+                   "--amnet_ame_workdir)"),
 }
 DEFAULT_MODELS = ("sound_of_pixels", "tribert", "tribert_no_pose", "tribert_no_visual")
 
@@ -114,8 +144,12 @@ def updates_budget(args: argparse.Namespace, config) -> int:
 
 
 def seconds_horizon(args: argparse.Namespace, model: str, steps: int) -> tuple[int, str]:
-  """(num_train_steps of the seconds run, where it comes from): --horizon_steps, else the model's
-  speed in its finished updates run, else 10 x the updates budget (no speed known yet)."""
+  """(num_train_steps of the seconds run, where it comes from): --horizon MODEL=STEPS, else
+  --horizon_steps, else the model's speed in its finished updates run, else 10 x the updates
+  budget (no speed known yet)."""
+  per_model = horizons(getattr(args, "horizon", None) or [])
+  if model in per_model:
+    return per_model[model], f"--horizon {model}={per_model[model]}"
   if args.horizon_steps:
     return int(args.horizon_steps), "--horizon_steps"
   from tribert_jax import train_clock  # pylint: disable=g-import-not-at-top
@@ -127,10 +161,22 @@ def seconds_horizon(args: argparse.Namespace, model: str, steps: int) -> tuple[i
   return 10 * steps, "no updates run to measure speed: 10 x the updates budget"
 
 
+def horizons(values: list[str]) -> dict[str, int]:
+  """--horizon MODEL=STEPS values -> {model: steps}; a clear error for anything else."""
+  out = {}
+  for value in values:
+    model, _, steps = value.partition("=")
+    if model not in MODELS or not steps.isdigit() or int(steps) < 1:
+      raise ValueError(f"--horizon {value!r}: expected MODEL=STEPS with MODEL one of "
+                       f"{list(MODELS)} and STEPS a positive integer")
+    out[model] = int(steps)
+  return out
+
+
 def model_config(model: str, budget: str, args: argparse.Namespace):
   """The training config of MODEL under BUDGET (module docstring), and a note on its horizon."""
   size = SIZES[args.size]
-  config = MODELS[model].build(size["config_size"], args)
+  config = MODELS[model].build(size["config_size"], args, budget)
   if args.root:
     config.data.root = args.root
   steps = updates_budget(args, config)
@@ -216,8 +262,10 @@ def table(records: dict[str, dict]) -> str:
     s, end = record["final"], record["end"]
     rows.append([model, two(s, "sdr"), two(s, "sir"), two(s, "sar"), end["step"],
                  f"{end['train_seconds']:.0f}", s["num_scored"]])
-  return common.markdown(["", "SDR mean / median (dB)", "SIR", "SAR", "updates",
-                          "training s", "mixtures scored"], rows)
+  notes = [f"- {model}: {record['description']}; schedule horizon {record['num_train_steps']} "
+           f"updates ({record['horizon']})" for model, record in records.items()]
+  return "\n".join([common.markdown(["", "SDR mean / median (dB)", "SIR", "SAR", "updates",
+                                     "training s", "mixtures scored"], rows), ""] + notes)
 
 
 def plot(records: dict[str, dict], budget: str, title: str, path: str) -> None:
@@ -259,6 +307,8 @@ def main() -> None:
                       help="training seconds budget per model (0: the size's)")
   parser.add_argument("--horizon_steps", type=int, default=0, help="num_train_steps (schedule "
                       "horizon) of the seconds runs (0: from each model's updates run)")
+  parser.add_argument("--horizon", nargs="+", default=[], metavar="MODEL=STEPS",
+                      help="per-model schedule horizon of the seconds runs (over --horizon_steps)")
   parser.add_argument("--points", type=int, default=0,
                       help="quick evaluations per run (0: the size's)")
   parser.add_argument("--quick_batches", type=int, default=0,
@@ -272,6 +322,9 @@ def main() -> None:
                       help="test batches scored at the end (-1: every test mixture)")
   parser.add_argument("--pose_pretrain_workdir", default="", help="tribert_staged only")
   parser.add_argument("--separation_pretrain_workdir", default="", help="tribert_staged only")
+  parser.add_argument("--amnet_ame_workdir", default="", help="amnet only: the AME pre-training")
+  parser.add_argument("--amnet_appearance_workdir", default="", help="amnet only (default: the "
+                      "amnet_appearance run of the same budget in --workdir)")
   args = parser.parse_args()
   size = SIZES[args.size]
   args.workdir = args.workdir or f"/tmp/tribert_quality_{args.size}"

@@ -215,6 +215,35 @@ def test_quality_rejects_unknown_models_and_needs_staged_workdirs(monkeypatch):
   assert config.init.parts.separation.checkpoint == "/tmp/sep"
 
 
+def test_quality_chains_amnet_motion_stage_to_its_appearance_run_and_ame(tmp_path):
+  args = quality.argparse.Namespace(size="tiny", root="", steps=0, seconds=2.0, points=2,
+                                    quick_batches=0, max_batches=1, workdir=str(tmp_path),
+                                    horizon_steps=0, horizon=[], amnet_ame_workdir="",
+                                    amnet_appearance_workdir="")
+  with pytest.raises(ValueError, match="--amnet_ame_workdir"):
+    quality.model_config("amnet", "updates", args)
+  args.amnet_ame_workdir = "/tmp/ame"
+  for budget in quality.BUDGETS:
+    config, _ = quality.model_config("amnet", budget, args)
+    assert (config.phase, config.model.stage) == ("amnet", "motion")
+    assert config.init.parts.motion.checkpoint == "/tmp/ame"
+    # The appearance stage trained under the same budget, in the same benchmark workdir.
+    assert config.init.parts.appearance.checkpoint == str(tmp_path / budget / "amnet_appearance")
+  args.amnet_appearance_workdir = "/tmp/appearance"
+  config, _ = quality.model_config("amnet", "seconds", args)
+  assert config.init.parts.appearance.checkpoint == "/tmp/appearance"
+  config, _ = quality.model_config("amnet_appearance", "updates", args)
+  assert (config.model.stage, config.num_train_steps) == ("appearance", 2)
+  # Per-model schedule horizons of the seconds runs.
+  args.horizon, args.horizon_steps = ["amnet=30", "tribert=500"], 99
+  assert quality.model_config("amnet", "seconds", args)[0].num_train_steps == 30
+  assert quality.model_config("amnet_appearance", "seconds", args)[0].num_train_steps == 99
+  for bad in (["amnet"], ["amnet=0"], ["wav2vec=3"]):
+    args.horizon = bad
+    with pytest.raises(ValueError, match="--horizon"):
+      quality.model_config("amnet", "seconds", args)
+
+
 def test_unet_conditioning_tiny_writes_curves_table_and_plot(monkeypatch, capsys,
                                                             synthmusic_tiny, tmp_path):
   from benchmarks import unet_conditioning  # pylint: disable=g-import-not-at-top
