@@ -175,7 +175,10 @@ def base_config(size: str, model: ml_collections.ConfigDict) -> ml_collections.C
     config.optim.grad_clip_norm = 1.0
     config.optim.lr_multipliers = ml_collections.ConfigDict()
   if size == "cpu":
-    config.num_train_steps = 400  # not measured yet (README "AMnet")
+    # Train step on 2 idle cores (benchmarks/README.md): appearance 1.6 s, motion 2.6 s; 400
+    # updates ~12 / ~20 min with the input pipeline. The quality benchmark gives each stage its
+    # own budget instead (README "AMnet at cpu size").
+    config.num_train_steps = 400
     config.eval_every_steps = 400
     config.eval.quick_every_steps = 100
   return config
