@@ -61,6 +61,10 @@ def get_model_config(size: str = "paper") -> ml_collections.ConfigDict:
   c.init = "sound_of_pixels"
   # "frames": the video analysis network; "oracle": a learned linear map of the labels.
   c.visual_source = "frames"
+  # The oracle map's initial std: its classes' vectors differ from the start, as the frame
+  # network's do; at 1e-4 (the original's linear init) both videos start with the same vector
+  # and the masks do not leave the mixture level (README "Sound-of-Pixels at cpu size").
+  c.oracle_init_std = 1.0
 
   # Input sizes (the batch contract's; pose keys kept so TriBERT's example_inputs works too).
   c.input = ml_collections.ConfigDict()

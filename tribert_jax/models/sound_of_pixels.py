@@ -23,8 +23,11 @@ check that the audio side can use a conditioning vector at all.
 config.model.init = "sound_of_pixels" initialises as the original (hangzhaomit/Sound-of-Pixels,
 models/__init__.py ModelBuilder.weights_init, applied to its U-Net and synthesizer): every
 convolution kernel of the U-Net N(0, 0.001^2), BatchNorm scales N(1, 0.02^2) and biases 0,
-linear layers N(0, 0.0001^2) (here: the oracle map); the U-Net's output is then ~0 and every
-initial mask ~0.5. Its frame network is an ImageNet ResNet-18 plus a 3x3 conv left at torch's
+linear layers N(0, 0.0001^2) (none here); the U-Net's output is then ~0 and every initial
+mask ~0.5. The oracle map, which the original does not have, starts at N(0, oracle_init_std^2):
+at the original's 1e-4 every video would start with the same vector (a saddle: the masks' loss
+gradient reaching the audio side is proportional to the difference of the two videos' vectors),
+while the visual vector it stands for differs between videos from the start (ImageNet features). Its frame network is an ImageNet ResNet-18 plus a 3x3 conv left at torch's
 default; from scratch here the trunk keeps torchvision's ResNet initialisation (Kaiming normal,
 fan-out; BatchNorm 1, 0) and the 3x3 conv torch's Conv2d default (uniform, +-1/sqrt(fan_in)).
 Convolution biases start at 0 (torch draws them uniformly). "flax" = LeCun normal kernels and
@@ -54,20 +57,18 @@ def _kaiming() -> Any:
 
 def _initializers(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Kernel/scale initialisers of config.model.init (module docstring) for the U-Net's
-  convolutions ("conv"), its BatchNorm scales ("bn_scale"), the visual 3x3 conv ("channel_conv")
-  and linear layers ("linear")."""
+  convolutions ("conv"), its BatchNorm scales ("bn_scale") and the visual 3x3 conv
+  ("channel_conv")."""
   # Workdirs written before the key existed (config.json) restore with the default.
   init = config.get("init", "sound_of_pixels")
   if init == "sound_of_pixels":
     return dict(conv=nn.initializers.normal(1e-3),
                 bn_scale=lambda key, shape, dtype=jnp.float32: (
                     1.0 + 0.02 * jax.random.normal(key, shape, dtype)),
-                channel_conv=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-                linear=nn.initializers.normal(1e-4))
+                channel_conv=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"))
   if init == "flax":
     return dict(conv=nn.initializers.lecun_normal(), bn_scale=nn.initializers.ones_init(),
-                channel_conv=nn.initializers.lecun_normal(),
-                linear=nn.initializers.lecun_normal())
+                channel_conv=nn.initializers.lecun_normal())
   raise ValueError(f"config.model.init={init!r}: expected one of {INITS}")
 
 
@@ -154,16 +155,18 @@ class VideoAnalysisNetwork(nn.Module):
 
 
 class OracleVisual(nn.Module):
-  """Labels [B,N,C] -> visual feature [B,N,K] in (0,1): sigmoid(labels @ W), W learned, no bias
-  (model.visual_source="oracle")."""
+  """Labels [B,N,C] -> visual feature [B,N,K] in (0,1): sigmoid(labels @ W), W learned, no bias,
+  W ~ N(0, model.oracle_init_std^2) (model.visual_source="oracle")."""
   config: ml_collections.ConfigDict  # config.model
 
   @nn.compact
   def __call__(self, labels: jax.Array) -> jax.Array:
     kw = dict(dtype=layers.to_dtype(self.config.dtype),
               param_dtype=layers.to_dtype(self.config.param_dtype))
+    # Workdirs written before the key existed (config.json) restore with the former N(0, 1e-4).
+    std = self.config.get("oracle_init_std", 1e-4)
     x = layers.dense(self.config.num_channels, use_bias=False, names=(layers.CLASSES, layers.EMBED),
-                     kernel_init=_initializers(self.config)["linear"], name="label_map",
+                     kernel_init=nn.initializers.normal(std), name="label_map",
                      **kw)(labels.astype(kw["dtype"]))
     return nn.sigmoid(x.astype(jnp.float32))
 
