@@ -249,21 +249,19 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
   return config
 
 
-def measure_step(config: ml_collections.ConfigDict, mode: str, batch_size: int, steps: int,
-                 warmup: int) -> dict[str, Any]:
-  """Compiles and times one of the project's own programs on a synthetic batch, in this process.
+def build_step(config: ml_collections.ConfigDict, mode: str, batch_size: int) -> dict[str, Any]:
+  """Compiles one of the project's own programs on a synthetic batch, in this process.
 
   mode "train": the trainer's jitted step (tribert_jax.train.make_train_step: spectral features,
   forward, backward, optimiser update; state donated); "forward": spectral features + the
   model's evaluation-mode forward (separation.model_inputs, model.apply(train=False)), from the
-  model's variables alone (no optimiser state in memory). Returns compile time, the timed steps
-  (each waited for; step_s is their median), FLOPs per step from XLA's cost analysis of the
-  compiled program (flops_lowered: of the program before XLA's optimisations, a cross-check),
-  peak memory (device allocator where the backend reports one, and this process's peak RSS),
-  device and parameter count.
+  model's variables alone (no optimiser state in memory). Returns the compiled program and its
+  arguments, `advance(args, outputs)` -> the next step's arguments (the donated state replaced by
+  the new one), compile time, FLOPs per step from XLA's cost analysis of the compiled program
+  (flops_lowered: of the program before XLA's optimisations, a cross-check), the peak RSS until
+  compiled, the device and the parameter count.
   """
   import time  # pylint: disable=g-import-not-at-top
-  import statistics  # pylint: disable=g-import-not-at-top
 
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -289,6 +287,7 @@ def measure_step(config: ml_collections.ConfigDict, mode: str, batch_size: int, 
     params = state.params
     fn = jax.jit(train.make_train_step(task, tx, schedule, config, mesh), donate_argnums=0)
     args = (state, batch)
+    advance = lambda args, out: (out[0], args[1])  # noqa: E731
   else:
     variables = jax.jit(lambda rng: nn.meta.unbox(task.init_variables(rng)))(
         jax.random.PRNGKey(int(config.seed)))
@@ -300,6 +299,7 @@ def measure_step(config: ml_collections.ConfigDict, mode: str, batch_size: int, 
       return outputs["mask_logits"]
     fn = jax.jit(forward)
     args = (variables, batch)
+    advance = lambda args, out: args  # noqa: E731
   num_params = int(sum(x.size for x in jax.tree.leaves(params)))
   del params
   start = time.perf_counter()
@@ -311,7 +311,29 @@ def measure_step(config: ml_collections.ConfigDict, mode: str, batch_size: int, 
   if not flops > 0:  # backend without a compiled-program cost analysis
     flops = flops_lowered
   del lowered
-  peak_rss_compile = peak_rss_mib()
+  device = jax.devices()[0]
+  return dict(compiled=compiled, args=args, advance=advance, compile_s=compile_s, flops=flops,
+              flops_lowered=flops_lowered, peak_rss_compile=peak_rss_mib(),
+              num_params=num_params, device_object=device,
+              device=(device.device_kind if device.device_kind.lower() == device.platform
+                      else f"{device.platform} {device.device_kind}"))
+
+
+def measure_step(config: ml_collections.ConfigDict, mode: str, batch_size: int, steps: int,
+                 warmup: int) -> dict[str, Any]:
+  """Compiles (build_step) and times one of the project's own programs on a synthetic batch, in
+  this process. Returns compile time, the timed steps (each waited for; step_s is their median),
+  FLOPs per step, peak memory (device allocator where the backend reports one, and this
+  process's peak RSS), device and parameter count.
+  """
+  import statistics  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+
+  program = build_step(config, mode, batch_size)
+  compiled, args, advance = program["compiled"], program["args"], program["advance"]
+  flops, peak_rss_compile = program["flops"], program["peak_rss_compile"]
   reset = reset_peak_rss()  # from here on VmHWM is the peak while stepping
 
   times = []
@@ -319,25 +341,22 @@ def measure_step(config: ml_collections.ConfigDict, mode: str, batch_size: int, 
     start = time.perf_counter()
     out = compiled(*args)
     jax.block_until_ready(out)
-    if mode == "train":
-      args = (out[0], batch)  # the donated state is replaced by the new one
+    args = advance(args, out)
     if step >= warmup:
       times.append(time.perf_counter() - start)
     del out
   step_s = statistics.median(times)
-  device = jax.devices()[0]
+  device = program["device_object"]
   memory = device.memory_stats() or {}
   peak_device = memory.get("peak_bytes_in_use")
   return dict(
-      mode=mode, batch=batch_size, dtype=str(config.model.dtype), compile_s=compile_s,
+      mode=mode, batch=batch_size, dtype=str(config.model.dtype), compile_s=program["compile_s"],
       step_s=step_s, step_times_s=times, examples_per_s=batch_size / step_s,
-      flops_per_step=flops, flops_lowered_per_step=flops_lowered,
+      flops_per_step=flops, flops_lowered_per_step=program["flops_lowered"],
       flops_per_example=flops / batch_size, achieved_flops=flops / step_s,
       peak_rss_mib=max(peak_rss_mib(), peak_rss_compile),
       peak_rss_until_compiled_mib=peak_rss_compile,
       peak_rss_steps_mib=peak_rss_since_reset_mib() if reset else None,
       peak_device_mib=peak_device / 2**20 if peak_device else None,
-      platform=device.platform, device_kind=device.device_kind,
-      device=(device.device_kind if device.device_kind.lower() == device.platform
-              else f"{device.platform} {device.device_kind}"), num_devices=jax.device_count(),
-      params=num_params)
+      platform=device.platform, device_kind=device.device_kind, device=program["device"],
+      num_devices=jax.device_count(), params=program["num_params"])

@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 from benchmarks import accelerator  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks import evaluation  # noqa: E402
+from benchmarks import profile_step  # noqa: E402
 from benchmarks import quality  # noqa: E402
 from benchmarks import scaling  # noqa: E402
 from benchmarks import train_throughput  # noqa: E402
@@ -43,6 +44,40 @@ def test_train_throughput_tiny(monkeypatch, capsys):
   assert float(step_ms) > 0 and float(examples) > 0
   flops_per_example = float(rows[0][9])
   assert flops_per_example > 0  # XLA's cost analysis counted the convolutions
+
+
+def test_profile_step_attributes_the_traced_time_to_operations(monkeypatch, capsys, tmp_path):
+  out_json = tmp_path / "profile.json"
+  out, rows = run_main(profile_step, monkeypatch, capsys, "--size", "tiny", "--model",
+                       "sound_of_pixels", "--steps", "1", "--warmup", "0", "--trace_dir",
+                       str(tmp_path / "trace"), "--json", str(out_json))
+  record = json.loads(out_json.read_text())
+  kinds = {k["kind"]: k for k in record["kinds"]}
+  # The train step's forward and backward convolutions were traced.
+  assert kinds["conv forward"]["ms"] > 0 and kinds["conv weight gradient"]["ms"] > 0, out
+  assert math.isclose(sum(k["share"] for k in record["kinds"]), 1.0, rel_tol=1e-6)
+  assert math.isclose(sum(o["ms"] for o in record["ops"]), record["traced_ms_per_step"],
+                      rel_tol=1e-6)
+  assert record["traced_ms_per_step"] > 0 and record["executions"] == 1, out
+  assert list(tmp_path.glob("trace/**/*.xplane.pb")), "the trace stays where it was asked"
+  assert any(row[1] == "conv weight gradient" for row in rows), out
+
+
+def test_profile_step_tells_the_three_convolutions_apart():
+  """Forward, input-gradient and weight-gradient convolutions of XLA's compiled programs (which
+  XLA:CPU rewrites into one canonical layout) get their own kinds."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+  conv = lambda x, w: jnp.sum(jax.lax.conv_general_dilated(  # noqa: E731
+      x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) ** 2)
+
+  def conv_kinds(fn, *args):
+    ops = profile_step.instructions(jax.jit(fn).lower(*args).compile().as_text())
+    return {op["kind"] for op in ops.values() if op["kind"].startswith("conv")}
+  assert conv_kinds(conv, x, w) == {"conv forward"}
+  assert conv_kinds(jax.grad(conv, argnums=1), x, w) == {"conv forward", "conv weight gradient"}
+  assert conv_kinds(jax.grad(conv, argnums=0), x, w) == {"conv forward", "conv input gradient"}
 
 
 def test_peak_flops_table():
