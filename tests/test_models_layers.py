@@ -46,3 +46,62 @@ def test_bfloat16_compute_keeps_float32_params():
 def test_unknown_activation_is_an_error():
   with pytest.raises(KeyError):
     layers.activation("swishy")
+
+
+def _numpy_max_pool(x, window, strides, pads, g):
+  """Max pooling of NHWC x and its gradient for upstream g, window by window in NumPy: the
+  gradient goes to the first maximum in row-major window order (XLA's select-and-scatter,
+  PyTorch's max_pool2d)."""
+  (pt, pb), (pl, pr) = pads
+  xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-np.inf)
+  (kh, kw), (sh, sw) = window, strides
+  oh, ow = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
+  y = np.zeros((x.shape[0], oh, ow, x.shape[3]), x.dtype)
+  gp = np.zeros(xp.shape, x.dtype)
+  for n in range(x.shape[0]):
+    for c in range(x.shape[3]):
+      for i in range(oh):
+        for j in range(ow):
+          win = xp[n, i * sh:i * sh + kh, j * sw:j * sw + kw, c]
+          a, b = np.unravel_index(np.argmax(win), win.shape)
+          y[n, i, j, c] = win[a, b]
+          gp[n, i * sh + a, j * sw + b, c] += g[n, i, j, c]
+  return y, gp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]]
+
+
+@pytest.mark.parametrize("shape,window,strides,pads", [
+    ((2, 9, 11, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),  # ResNet stem pool, overlapping windows
+    ((2, 8, 8, 3), (2, 2), (2, 2), ((0, 0), (0, 0))),  # U-Net / VGG pools
+    ((2, 7, 9, 2), (2, 2), (2, 2), ((0, 0), (0, 0))),  # a remainder row/column is dropped
+    ((1, 6, 6, 2), (3, 3), (1, 1), ((1, 1), (1, 1))),  # stride 1: every input in 9 windows
+])
+def test_max_pool_values_and_first_maximum_gradient_match_numpy(shape, window, strides, pads):
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 3, size=shape).astype(np.float32)  # many ties inside windows
+  y, vjp = jax.vjp(lambda v: layers.max_pool(v, window, strides, pads), jnp.asarray(x))
+  g = rng.standard_normal(y.shape).astype(np.float32)
+  y_ref, dx_ref = _numpy_max_pool(x, window, strides, pads, g)
+  np.testing.assert_array_equal(y, y_ref)
+  np.testing.assert_allclose(vjp(jnp.asarray(g))[0], dx_ref, atol=1e-6)
+  # And flax's nn.max_pool (XLA's reduce-window / select-and-scatter) agrees.
+  y_flax, vjp_flax = jax.vjp(
+      lambda v: nn.max_pool(v, window, strides=strides, padding=pads), jnp.asarray(x))
+  np.testing.assert_array_equal(y, y_flax)
+  np.testing.assert_allclose(vjp(jnp.asarray(g))[0], vjp_flax(jnp.asarray(g))[0], atol=1e-6)
+
+
+def test_max_pool_same_padding_over_three_axes_and_bfloat16():
+  x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3, 5, 7, 4)), jnp.bfloat16)
+  y = layers.max_pool(x, (2, 2, 2), strides=(2, 2, 2), padding="SAME")
+  assert y.dtype == jnp.bfloat16 and y.shape == (2, 2, 3, 4, 4)
+  np.testing.assert_array_equal(
+      y, nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2), padding="SAME"))
+  dx = jax.grad(lambda v: jnp.sum(layers.max_pool(v, (2, 2, 2), padding="SAME")
+                                  .astype(jnp.float32)))(x)
+  # Each output sends its gradient to exactly one input.
+  assert dx.dtype == jnp.bfloat16 and float(jnp.sum(dx.astype(jnp.float32))) == y.size
+
+
+def test_max_pool_rejects_mismatched_window_and_padding():
+  with pytest.raises(ValueError, match="same number of spatial axes"):
+    layers.max_pool(jnp.zeros((1, 4, 4, 1)), (2, 2), strides=(2, 2), padding=((0, 0),))

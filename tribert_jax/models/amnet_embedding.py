@@ -93,7 +93,7 @@ class ResNetND(nn.Module):
     x = nn.relu(layers.batch_norm(train, name="bn1", **kw)(x))
     if self.pool_strides is not None:
       window = tuple(self.pool_strides)
-      x = nn.max_pool(x, window, strides=window, padding="SAME")
+      x = layers.max_pool(x, window, strides=window, padding="SAME")
     for stage, (num_blocks, strides) in enumerate(zip(self.stage_sizes, self.stage_strides)):
       for block in range(num_blocks):
         block_strides = tuple(strides) if block == 0 else (1,) * len(strides)

@@ -37,7 +37,7 @@ class AudioEncoder(nn.Module):
       for stage, channels in enumerate(cfg.vggish_channels):
         for i, features in enumerate(channels):
           x = nn.relu(layers.conv(features, (3, 3), name=f"conv{stage}_{i}", **kw)(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = layers.max_pool(x, (2, 2), strides=(2, 2))
       # 256x256 input leaves a 16x16 map (VGGish's 96x64 patch left 6x4 to flatten).
       x = jnp.mean(x, axis=(1, 2))  # [B, C]
       for i, features in enumerate(cfg.vggish_fc):
@@ -45,7 +45,7 @@ class AudioEncoder(nn.Module):
     elif cfg.encoder == "vgg7":
       for stage, features in enumerate(cfg.vgg7_channels):
         x = nn.relu(layers.conv(features, (3, 3), name=f"conv{stage}", **kw)(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = layers.max_pool(x, (2, 2), strides=(2, 2))
       x = x.reshape(x.shape[0], -1)  # [B, 2 * 2 * C] at 256x256 input
     else:
       raise ValueError(f"config.model.audio.encoder: unknown {cfg.encoder!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -64,6 +66,85 @@ def conv_transpose(features: int, kernel: Sequence[int], *, dtype: Dtype, param_
       param_dtype=param_dtype,
       kernel_init=partitioned(nn.initializers.lecun_normal(), names),
       bias_init=partitioned(nn.initializers.zeros_init(), (CONV_OUT,)), name=name)
+
+
+def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None = None,
+             padding: Any = "VALID") -> jax.Array:
+  """Max pooling over the spatial axes of x [batch..., spatial..., C], nn.max_pool's contract.
+
+  The same values and gradients as nn.max_pool (the gradient goes to the first maximum of each
+  window in row-major order, as XLA's select-and-scatter does), computed as a maximum over the
+  window's strided slices with a hand-written backward. XLA:CPU expands select-and-scatter into
+  iota index tensors and tuple-valued reduce-windows: in the cpu TriBERT train step those cost
+  ~135 ms of a ~1.1 s step (benchmarks/README.md, "Where the step's time goes").
+  """
+  window = tuple(int(w) for w in window)
+  strides = window if strides is None else tuple(int(s) for s in strides)
+  spatial = x.shape[x.ndim - 1 - len(window):-1]
+  if isinstance(padding, str):
+    pads = jax.lax.padtype_to_pads(spatial, window, strides, padding)
+  else:
+    pads = padding
+  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  if len(window) != len(strides) or len(pads) != len(window):
+    raise ValueError(f"max_pool: window {window}, strides {strides} and padding {pads} must "
+                     "name the same number of spatial axes")
+  return _max_pool(x, window, strides, pads)
+
+
+def _pool_geometry(shape, window, strides, pads):
+  """Full-rank padding config, output spatial sizes and the first spatial axis."""
+  lead = len(shape) - 1 - len(window)
+  config = [(0, 0, 0)] * lead + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
+  out = tuple((size + lo + hi - k) // s + 1
+              for size, (lo, hi), k, s in zip(shape[lead:-1], pads, window, strides))
+  return config, out, lead
+
+
+def _window_slices(xp, window, strides, out, lead):
+  """The window's strided slices of the padded input, one per offset in row-major order."""
+  for offset in itertools.product(*(range(k) for k in window)):
+    start = (0,) * lead + offset + (0,)
+    limit = (xp.shape[:lead] + tuple(o + s * (n - 1) + 1 for o, s, n in
+                                     zip(offset, strides, out)) + xp.shape[-1:])
+    yield offset, jax.lax.slice(xp, start, limit, (1,) * lead + strides + (1,))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, pads):
+  config, out, lead = _pool_geometry(x.shape, window, strides, pads)
+  xp = jax.lax.pad(x, jnp.array(-jnp.inf, x.dtype), config)
+  result = None
+  for _, piece in _window_slices(xp, window, strides, out, lead):
+    result = piece if result is None else jnp.maximum(result, piece)
+  return result
+
+
+def _max_pool_fwd(x, window, strides, pads):
+  y = _max_pool(x, window, strides, pads)
+  return y, (x, y)
+
+
+def _max_pool_bwd(window, strides, pads, residuals, g):
+  x, y = residuals
+  config, out, lead = _pool_geometry(x.shape, window, strides, pads)
+  xp = jax.lax.pad(x, jnp.array(-jnp.inf, x.dtype), config)
+  unclaimed = jnp.ones(y.shape, bool)
+  grad = jnp.zeros(xp.shape, g.dtype)
+  zero = jnp.array(0, g.dtype)
+  for offset, piece in _window_slices(xp, window, strides, out, lead):
+    first = unclaimed & (piece == y)
+    unclaimed = unclaimed & ~first
+    # The transpose of the strided slice: interior padding puts each output at its input.
+    scatter = [(0, 0, 0)] * lead + [
+        (o, size - o - s * (n - 1) - 1, s - 1)
+        for o, s, n, size in zip(offset, strides, out, xp.shape[lead:-1])] + [(0, 0, 0)]
+    grad = grad + jax.lax.pad(jnp.where(first, g, zero), zero, scatter)
+  unpad = tuple(slice(lo, lo + size) for (lo, _, _), size in zip(config, x.shape))
+  return (grad[unpad],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def batch_norm(train: bool, *, dtype: Dtype, param_dtype: Dtype, momentum: float = 0.9,

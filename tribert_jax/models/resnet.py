@@ -60,7 +60,7 @@ class ResNet(nn.Module):
     x = layers.conv(self.width, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
                     kernel_init=kaiming, name="conv1", **kw)(images.astype(self.dtype))
     x = nn.relu(layers.batch_norm(bn_train, name="bn1", **kw)(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1

@@ -116,7 +116,7 @@ class DilatedResNet(nn.Module):
     x = layers.conv(self.width, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
                     kernel_init=_kaiming(), name="conv1", **kw)(images.astype(self.dtype))
     x = nn.relu(layers.batch_norm(train, name="bn1", **kw)(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     last = len(self.stage_sizes) - 1
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):

@@ -194,7 +194,7 @@ class AttentionUNet(nn.Module):
     for i, features in enumerate(channels):
       x = block_cls(features, cfg.convs_per_level, train, name=f"down{i}", **kw)(x)
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = layers.max_pool(x, (2, 2), strides=(2, 2))
     x = block_cls(cfg.bottleneck_channels, cfg.convs_per_level, train, name="bottleneck", **kw)(x)
     # ---- per video: fusion and decoder on [B*N, ...] ----
     per_video = lambda y: jnp.repeat(y, n, axis=0)  # [B, ...] -> [B*N, ...] (b-major like fused)
