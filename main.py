@@ -19,6 +19,9 @@ that and creates nothing. Training holds an exclusive lock on WORKDIR/.lock. Eve
 the process with a non-zero exit code and one `error: ...` line (a traceback above it only for
 unexpected errors); the process never waits on TensorFlow's shutdown.
 
+On Linux, main.py first re-executes itself with glibc's huge-page malloc where the machine offers
+it (tribert_jax/huge_pages.py; TRIBERT_HUGE_PAGES=0 turns that off).
+
 The console shows the project's progress lines; other libraries' INFO lines (orbax, JAX,
 TensorFlow) appear only with --verbosity=1 or more.
 
@@ -42,6 +45,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from tribert_jax import huge_pages
 from tribert_jax import validation
 from tribert_jax import workdir_lock
 
@@ -156,6 +160,7 @@ def check_mode(config, workdir: str | None) -> None:
     steps = validation.checkpoint_steps_on_disk(workdir)
     print(f"workdir {workdir}: " + (f"checkpoints {steps} (train resumes from the newest intact "
                                     "one)" if steps else "no checkpoint (train starts fresh)"))
+  print(huge_pages.state())
   print("check passed")
 
 
@@ -199,6 +204,7 @@ def main(argv):
   validation.raise_if(validation.check_devices(config, jax.device_count(), jax.process_count()))
   logging.info("JAX process %d/%d, local devices %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
+  logging.info(huge_pages.state())
   if mode == "evaluate":
     from tribert_jax import train  # pylint: disable=g-import-not-at-top
     train.evaluate_checkpoint(config, workdir, FLAGS.checkpoint)
@@ -281,4 +287,5 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_if_useful()  # glibc reads its tunables at start-up (tribert_jax/huge_pages.py)
   app.run(run, flags_parser=parse_flags)
