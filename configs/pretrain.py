@@ -95,8 +95,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_train_steps = 420_000
 
   if size == "cpu":
-    # A 2-core laptop run (19 minutes in all on a fast day, 47 on the VM's slow 2026-12-02; val
-    # SDR 3.8-4.1 dB vs 0.2 for the mixture, README "Results"; the architecture is the paper's
+    # A 2-core laptop run (19 minutes in all on a fast day, 21.5 on 2026-12-06, 47 on the VM's
+    # slow 2026-12-02; val SDR 3.8-4.6 dB vs 0.2 for the mixture, README "Results"; the architecture is the paper's
     # with FiLM at every decoder level, a labelled cpu-only deviation, see the cpu model
     # preset): the model's and pipeline's cpu presets, then what it takes
     # to separate in that time. 1e-3 left every classification loss at its prior after 100

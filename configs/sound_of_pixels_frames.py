@@ -49,11 +49,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.quick_every_steps = 0  # no quick evaluation: the full one is cheap
 
   if size == "cpu":
+    # 3000 updates, ~3.5 min on 2 cores (~20 updates/s): validation top-1 0.54 / 0.65 / 0.76 /
+    # 0.80 at 500 / 1000 / 1500 / 3000 (2026-12-06; 200 updates gave 0.24, 600 gave 0.53).
     optim.warmup_steps = 10
-    config.num_train_steps = 200
-    config.log_every_steps = 20
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 100
+    config.num_train_steps = 3000
+    config.log_every_steps = 100
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
   elif size == "tiny":
     train_config.shrink_for_tests(config)
   return config
