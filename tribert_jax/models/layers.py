@@ -75,8 +75,9 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None 
   The same values and gradients as nn.max_pool (the gradient goes to the first maximum of each
   window in row-major order, as XLA's select-and-scatter does), computed as a maximum over the
   window's strided slices with a hand-written backward. XLA:CPU expands select-and-scatter into
-  iota index tensors and tuple-valued reduce-windows: in the cpu TriBERT train step those cost
-  ~135 ms of a ~1.1 s step (benchmarks/README.md, "Where the step's time goes").
+  iota index tensors and tuple-valued reduce-windows: ~135 ms of traced work per cpu TriBERT
+  step, which ran beside other work (the step time did not change), and 15 % of the cpu
+  Sound-of-Pixels step (benchmarks/README.md, "Where the step's time goes").
   """
   window = tuple(int(w) for w in window)
   strides = window if strides is None else tuple(int(s) for s in strides)
