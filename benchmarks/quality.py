@@ -17,9 +17,9 @@ finished configs/amnet_ame.py run, which needs no labels and no separation budge
 updates are the motion stage's own.
 
 Protocol. Every model trains with its own config at the size's preset (configs/pretrain.py,
-configs/sound_of_pixels.py, ...: the same data and batch; each model's own optimiser, e.g.
-Sound-of-Pixels the original's SGD) under two budgets, each in its own workdir
-WORKDIR/<budget>/<model>:
+configs/sound_of_pixels.py, ...: the same data and batch; each model's own optimiser at that
+preset, e.g. Sound-of-Pixels the original's SGD at paper size and Adam at cpu size) under two
+budgets, each in its own workdir WORKDIR/<budget>/<model>:
   updates  the same number of optimiser updates for every model (--steps; the size's default);
   seconds  the same training wall-clock for every model (--seconds; config.max_train_seconds:
            compilation, evaluations and checkpoint saves are not counted, tribert_jax/
@@ -35,6 +35,11 @@ curves. Only at the end is every test mixture (index/test_mixtures_n2.csv) score
 trainer's full evaluation (mir_eval, ideal binary mask). A run finished under the same budget
 (WORKDIR/<budget>/<model>/train_end.json and its test report) is reused; an interrupted one, or
 one finished under another budget, resumes from its checkpoint.
+
+Sound-of-Pixels starts, as the original does from ImageNet, from a pre-trained ResNet-18 trunk:
+the frame pre-training (configs/sound_of_pixels_frames.py at the size's preset; cpu: 3000
+updates, ~3.5 min) runs once in WORKDIR/sound_of_pixels_frames before every budget and outside
+them (--sop_frames_workdir: a finished one; --sop_frames scratch: none).
 
 Output: one Markdown table per budget; OUTPUT_DIR/quality_<size>.json (per budget and model: the
 config's budget, the run's end (updates, training seconds, reason), the final test summary and
@@ -118,8 +123,52 @@ def _staged_tribert(size: str, args: argparse.Namespace, budget: str):
   return config
 
 
+def sop_frames_workdir(args: argparse.Namespace) -> str:
+  """The frame pre-training run Sound-of-Pixels starts from: --sop_frames_workdir, else the one
+  this benchmark trains in WORKDIR/sound_of_pixels_frames."""
+  return (getattr(args, "sop_frames_workdir", "")
+          or os.path.join(args.workdir, "sound_of_pixels_frames"))
+
+
+def _sound_of_pixels(size: str, args: argparse.Namespace, budget: str):
+  """Sound-of-Pixels at the size's preset; its ResNet-18 trunk from the frame pre-training
+  (configs/sound_of_pixels_frames.py, the stand-in for the original's ImageNet weights) unless
+  --sop_frames scratch."""
+  from configs import sound_of_pixels  # pylint: disable=g-import-not-at-top
+  frames = getattr(args, "sop_frames", "pretrained")
+  config = sound_of_pixels.get_config(f"{size},frames={frames}")
+  if frames == "pretrained":
+    config.init.parts.frames.checkpoint = sop_frames_workdir(args)
+  return config
+
+
+def pretrain_sop_frames(args: argparse.Namespace) -> dict[str, Any]:
+  """Trains Sound-of-Pixels' frame trunk once (configs/sound_of_pixels_frames.py at the size's
+  preset) in WORKDIR/sound_of_pixels_frames, outside every budget (as the original's ImageNet
+  pre-training is); a finished run is reused, a --sop_frames_workdir is taken as given. Its
+  record for the JSON."""
+  from configs import sound_of_pixels_frames  # pylint: disable=g-import-not-at-top
+  from tribert_jax import train  # pylint: disable=g-import-not-at-top
+  from tribert_jax import train_clock  # pylint: disable=g-import-not-at-top
+  workdir = sop_frames_workdir(args)
+  config = sound_of_pixels_frames.get_config(SIZES[args.size]["config_size"])
+  if args.root:
+    config.data.root = args.root
+  end = train_clock.read_end(workdir)
+  if getattr(args, "sop_frames_workdir", ""):
+    print(f"[sound_of_pixels_frames] using the frame pre-training in {workdir}", flush=True)
+  elif end is not None and end["step"] >= config.num_train_steps:
+    print(f"[sound_of_pixels_frames] finished run in {workdir} taken as it is", flush=True)
+  else:
+    print(f"[sound_of_pixels_frames] pre-training the frame trunk ({config.num_train_steps} "
+          f"updates, outside the budgets) in {workdir} ...", flush=True)
+    end = train.train_and_evaluate(config, workdir)["end"]
+  return {"workdir": workdir, "end": end}
+
+
 MODELS: dict[str, Model] = {
-    "sound_of_pixels": Model(_variant("sound_of_pixels"), "Sound-of-Pixels (Zhao et al. 2018)"),
+    "sound_of_pixels": Model(_sound_of_pixels, "Sound-of-Pixels (Zhao et al. 2018; trunk from "
+                             "the frame pre-training unless --sop_frames scratch)"),
     "tribert": Model(_variant("tribert"), "TriBERT from scratch"),
     "tribert_no_pose": Model(_variant("tribert_no_pose"), "TriBERT, pose erased"),
     "tribert_no_visual": Model(_variant("tribert_no_visual"), "TriBERT, visual erased"),
@@ -322,6 +371,12 @@ def main() -> None:
                       help="test batches scored at the end (-1: every test mixture)")
   parser.add_argument("--pose_pretrain_workdir", default="", help="tribert_staged only")
   parser.add_argument("--separation_pretrain_workdir", default="", help="tribert_staged only")
+  parser.add_argument("--sop_frames", default="pretrained", choices=["pretrained", "scratch"],
+                      help="Sound-of-Pixels' ResNet-18 trunk: from the frame pre-training "
+                      "(trained once in WORKDIR/sound_of_pixels_frames, outside the budgets) or "
+                      "from scratch")
+  parser.add_argument("--sop_frames_workdir", default="", help="a finished "
+                      "configs/sound_of_pixels_frames.py run to use instead")
   parser.add_argument("--amnet_ame_workdir", default="", help="amnet only: the AME pre-training")
   parser.add_argument("--amnet_appearance_workdir", default="", help="amnet only (default: the "
                       "amnet_appearance run of the same budget in --workdir)")
@@ -333,6 +388,8 @@ def main() -> None:
   budgets = list(BUDGETS) if args.budget == "both" else [args.budget]
   machine = common.machine()
   print(f"machine: {machine}", flush=True)
+  frames = (pretrain_sop_frames(args) if "sound_of_pixels" in args.models
+            and args.sop_frames == "pretrained" else None)
   # Updates first: the seconds runs take their schedule horizon from the models' speed there.
   results = {budget: {model: train_and_score(model, budget, args) for model in args.models}
              for budget in budgets}
@@ -344,7 +401,8 @@ def main() -> None:
               "seconds": args.seconds, "quick_points": args.points,
               "quick_batches": int(config.eval.quick_batches),
               "eval_batch_size": int(config.data.eval_batch_size),
-              "horizon_margin": HORIZON_MARGIN, "max_batches": args.max_batches}
+              "horizon_margin": HORIZON_MARGIN, "max_batches": args.max_batches,
+              "sound_of_pixels_frames": frames}
   os.makedirs(args.output_dir, exist_ok=True)
   json_path = os.path.join(args.output_dir, f"quality_{args.size}.json")
   with open(json_path, "w") as file:

@@ -211,9 +211,18 @@ def test_quality_tiny_both_budgets_writes_tables_json_and_plots(synthmusic_tiny,
       assert math.isfinite(run["final"][key]), key
   for budget in ("updates", "seconds"):
     assert (tmp_path / "out" / f"quality_tiny_{budget}.png").stat().st_size > 0
+  # Sound-of-Pixels' trunk came from the frame pre-training, trained once before both budgets.
+  frames = record["protocol"]["sound_of_pixels_frames"]
+  assert frames["workdir"] == str(tmp_path / "work" / "sound_of_pixels_frames")
+  assert frames["end"]["step"] > 0 and out.count("pre-training the frame trunk") == 1, out
+  for budget in ("updates", "seconds"):
+    run_config = json.loads((tmp_path / "work" / budget / "sound_of_pixels" / "config.json")
+                            .read_text())
+    assert run_config["init"]["parts"]["frames"]["checkpoint"] == frames["workdir"]
   # A second run reuses the finished runs instead of training again.
   out_again, rows_again = run_main(quality, monkeypatch, capsys, *argv)
   assert out_again.count("reusing") == 2 and "training up to" not in out_again
+  assert "pre-training the frame trunk" not in out_again
   assert [r for r in rows_again if r[1] != "SDR mean / median (dB)"] == rows
 
 

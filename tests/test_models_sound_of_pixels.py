@@ -179,7 +179,7 @@ def test_unet_depth_must_divide_the_spectrogram():
 
 @pytest.mark.parametrize("size", ["paper", "cpu", "tiny"])
 def test_config_sizes_build(size):
-  config = sop_config.get_config(size)
+  config = sop_config.get_config(f"{size},optim=original")
   assert config.phase == "sound_of_pixels" and config.model.name == "sound_of_pixels"
   assert config.model.input.image_size == config.data.image_size
   # The same training budget as TriBERT pre-training at that size.
@@ -208,9 +208,25 @@ def test_config_sizes_build(size):
   jax.eval_shape(tx.init, variables["params"])
 
 
+def test_paper_size_trains_as_the_original_and_cpu_with_adam_in_the_same_groups():
+  assert sop_config.get_config("paper").optim.to_dict() == (
+      sop_config.get_config("paper,optim=original").optim.to_dict())
+  for size in ("cpu", "tiny"):
+    optim = sop_config.get_config(size).optim
+    assert (optim.name, optim.learning_rate, optim.weight_decay, optim.warmup_steps) == (
+        "adam", 1e-3, 0.0, 0)
+    assert (optim.decay, optim.end_lr_factor, tuple(optim.decay_fractions)) == ("cosine", 0.0, ())
+    assert optim.lr_multipliers.to_dict() == {"video_network/resnet": 0.1}
+    assert optim.to_dict() == sop_config.get_config(f"{size},optim=adam").optim.to_dict()
+  # The oracle has no trunk: no multiplier for it under either optimiser.
+  assert not sop_config.get_config("cpu,visual=oracle").optim.lr_multipliers.to_dict()
+  with pytest.raises(ValueError, match="optim='sgd'"):
+    sop_config.get_config("cpu,optim=sgd")
+
+
 def test_decay_follows_an_override_of_the_number_of_updates():
   from tribert_jax import optimizers  # pylint: disable=g-import-not-at-top
-  config = sop_config.get_config("cpu")
+  config = sop_config.get_config("cpu,optim=original")
   for steps in (config.num_train_steps, 50):  # e.g. benchmarks/quality.py --steps 50
     _, schedule = optimizers.make_optimizer(config.optim, steps)
     assert float(schedule(0)) == pytest.approx(1e-3)
