@@ -24,11 +24,12 @@ Config argument: SIZE[,frames=scratch|pretrained][,visual=frames|oracle][,optim=
                      the 3000-update frame trunk, ends 0.41 dB above the mixture (full val) where
                      Adam separates (README "Sound-of-Pixels at cpu size").
 
-optim=original, the original's optimiser (main.py create_optimizer, scripts/train_MUSIC.sh): torch SGD, momentum
-0.9, weight decay 1e-4; learning rate 1e-3 for the U-Net, the synthesizer and the visual 3x3 conv
-(its "fc"), 1e-4 for the ResNet trunk (the 0.1x multiplier on video_network/resnet); every rate
-x0.1 after epochs 40 and 80 of its 100 (lr_steps 40 80), here at 40 % and 80 % of the updates
-(decay_fractions, which follow an override of num_train_steps). No warm-up, no clipping.
+optim=original, the original's optimiser (main.py create_optimizer, scripts/train_MUSIC.sh):
+torch SGD, momentum 0.9, weight decay 1e-4; learning rate 1e-3 for the U-Net, the synthesizer
+and the visual 3x3 conv (its "fc"), 1e-4 for the ResNet trunk (the 0.1x multiplier on
+video_network/resnet); every rate x0.1 after epochs 40 and 80 of its 100 (lr_steps 40 80),
+here at 40 % and 80 % of the updates (decay_fractions, which follow an override of
+num_train_steps). No warm-up, no clipping.
 Data, batch size, steps and evaluation are those of configs/pretrain.py at the same size (the
 equal training budget of the comparison; the original: batch 80 over 4 GPUs). The loss is the
 separation term alone (weighted per-pixel BCE on binary masks): the model has no classifier.
