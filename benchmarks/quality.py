@@ -44,8 +44,8 @@ them (--sop_frames_workdir: a finished one; --sop_frames scratch: none).
 Output: one Markdown table per budget; OUTPUT_DIR/quality_<size>.json (per budget and model: the
 config's budget, the run's end (updates, training seconds, reason), the final test summary and
 every quick-evaluation point with mean/median SDR/SIR/SAR, updates and training seconds);
-OUTPUT_DIR/quality_<size>_updates.png (SDR vs updates) and quality_<size>_seconds.png (SDR vs
-training seconds). Timings depend on the machine's load: on a shared machine the seconds budget
+OUTPUT_DIR/quality_<size>_<budget>.png per budget run: quick-evaluation SDR vs updates and vs
+training seconds, the budget's own axis in the top row. Timings depend on the machine's load: on a shared machine the seconds budget
 buys fewer updates; the JSON records the machine line.
 """
 
@@ -318,28 +318,35 @@ def table(records: dict[str, dict]) -> str:
 
 
 def plot(records: dict[str, dict], budget: str, title: str, path: str) -> None:
-  """Quick-evaluation SDR (mean and median) of every model against updates or training seconds;
-  the unprocessed mixture's SDR on the same mixtures dashed."""
+  """Quick-evaluation SDR (mean and median) of every model against updates (top row) and
+  against training seconds (bottom row), whatever the budget: an equal-updates run read along
+  the seconds axis shows what each model had reached at any wall-clock up to the shortest run,
+  and an equal-seconds run read along the updates axis how many updates that bought. The
+  unprocessed mixture's SDR on the same mixtures dashed. The budget's own axis comes first."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  x_key, x_label = (("step", "updates") if budget == "updates" else
-                    ("train_seconds", "training seconds (compilation, evaluation excluded)"))
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), squeeze=False, constrained_layout=True)
-  for axis, key, name in ((axes[0][0], "sdr", "mean"), (axes[0][1], "sdr_median", "median")):
-    floor = None
-    for model, record in records.items():
-      curve = [p for p in record["curve"] if key in p]
-      if curve:
-        axis.plot([p[x_key] for p in curve], [p[key] for p in curve], marker="o", markersize=3,
-                  label=model)
-        floor = floor if floor is not None else curve[0].get(f"mixture_{key}")
-    if floor is not None:
-      axis.axhline(floor, color="grey", linestyle="--", label="unprocessed mixture")
-    axis.set_xlabel(x_label)
-    axis.set_ylabel(f"{name} SDR (dB), quick-evaluation test subset")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+  axes_keys = [("step", "updates"),
+               ("train_seconds", "training seconds (compilation, evaluation excluded)")]
+  if budget != "updates":
+    axes_keys.reverse()
+  fig, axes = plt.subplots(2, 2, figsize=(12, 8), squeeze=False, constrained_layout=True)
+  for row, (x_key, x_label) in enumerate(axes_keys):
+    for axis, key, name in ((axes[row][0], "sdr", "mean"), (axes[row][1], "sdr_median",
+                                                            "median")):
+      floor = None
+      for model, record in records.items():
+        curve = [p for p in record["curve"] if key in p and x_key in p]
+        if curve:
+          axis.plot([p[x_key] for p in curve], [p[key] for p in curve], marker="o",
+                    markersize=3, label=model)
+          floor = floor if floor is not None else curve[0].get(f"mixture_{key}")
+      if floor is not None:
+        axis.axhline(floor, color="grey", linestyle="--", label="unprocessed mixture")
+      axis.set_xlabel(x_label)
+      axis.set_ylabel(f"{name} SDR (dB), quick-evaluation test subset")
+      axis.grid(alpha=0.3)
+      axis.legend(fontsize=8)
   fig.suptitle(title, fontsize=10)
   fig.savefig(path, dpi=110)
   plt.close(fig)

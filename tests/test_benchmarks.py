@@ -177,6 +177,31 @@ def test_evaluation_tiny(monkeypatch, capsys):
   assert all(float(row[-1]) > 0 for row in rows)
 
 
+def test_quality_plots_sdr_against_updates_and_seconds_for_either_budget(tmp_path,
+                                                                         monkeypatch):
+  import matplotlib.figure  # pylint: disable=g-import-not-at-top
+  saved = []
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                      lambda figure, path, **kwargs: saved.append(figure))
+  point = lambda step, seconds, sdr: {"step": step, "train_seconds": seconds, "sdr": sdr,  # noqa: E731
+                                      "sdr_median": sdr, "mixture_sdr": 0.2,
+                                      "mixture_sdr_median": 0.1}
+  records = {"fast": {"curve": [point(10, 5.0, -1.0), point(20, 10.0, 2.0)]},
+             "slow": {"curve": [point(10, 20.0, -3.0)]}}
+  for budget, first in (("updates", "updates"), ("seconds", "training seconds")):
+    quality.plot(records, budget, budget, str(tmp_path / f"{budget}.png"))
+    axes = saved[-1].axes
+    assert len(axes) == 4
+    labels = [axis.get_xlabel() for axis in axes]
+    assert labels[0].startswith(first) and labels[1].startswith(first), labels
+    assert {label.split(" ")[0] for label in labels[2:]} == ({"training"} if first == "updates"
+                                                            else {"updates"}), labels
+    # Each model's points along each axis: "fast" at 5 and 10 s, "slow" at 20 s.
+    seconds_axis = axes[2] if first == "updates" else axes[0]
+    lines = {line.get_label(): list(line.get_xdata()) for line in seconds_axis.get_lines()}
+    assert lines["fast"] == [5.0, 10.0] and lines["slow"] == [20.0], lines
+
+
 def test_quality_tiny_both_budgets_writes_tables_json_and_plots(synthmusic_tiny, tmp_path,
                                                                  monkeypatch, capsys):
   # Equal updates (2) and equal training seconds (a budget the first update spends; horizon 20
