@@ -45,8 +45,8 @@ Output: one Markdown table per budget; OUTPUT_DIR/quality_<size>.json (per budge
 config's budget, the run's end (updates, training seconds, reason), the final test summary and
 every quick-evaluation point with mean/median SDR/SIR/SAR, updates and training seconds);
 OUTPUT_DIR/quality_<size>_<budget>.png per budget run: quick-evaluation SDR vs updates and vs
-training seconds, the budget's own axis in the top row. Timings depend on the machine's load: on a shared machine the seconds budget
-buys fewer updates; the JSON records the machine line.
+training seconds, the budget's own axis in the top row. Timings depend on the machine's load: on
+a shared machine the seconds budget buys fewer updates; the JSON records the machine line.
 """
 
 from __future__ import annotations
