@@ -341,3 +341,19 @@ def test_unet_conditioning_rejects_unknown_rows():
   from benchmarks import unet_conditioning  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="--rows 'oracle:bottleneck'"):
     unet_conditioning.parse_row("oracle:bottleneck")
+
+
+def test_unet_conditioning_reuses_rows_across_float_rounding_of_reference_levels():
+  from benchmarks import unet_conditioning  # pylint: disable=g-import-not-at-top
+  recorded = {"size": "cpu", "steps": 1000, "lr": 0.001, "batch_size": 4,
+              "half_loss": 0.2157652907073498, "blind_loss": 0.20740511640906334}
+  # The same batches read by another build of the pipeline: levels moved by ~1e-9.
+  rerun = dict(recorded, half_loss=0.2157652921974659, blind_loss=0.20740511417388915)
+  assert unet_conditioning.same_settings(recorded, rerun)
+  # Other batches, steps or learning rate: the rows are not reusable.
+  assert not unet_conditioning.same_settings(recorded, dict(recorded, blind_loss=0.2075))
+  assert not unet_conditioning.same_settings(recorded, dict(recorded, steps=500))
+  assert not unet_conditioning.same_settings(recorded, dict(recorded, lr=3e-4))
+  assert not unet_conditioning.same_settings(recorded, dict(recorded, size="tiny"))
+  assert not unet_conditioning.same_settings(recorded, {k: v for k, v in recorded.items()
+                                                        if k != "lr"})
