@@ -13,6 +13,7 @@ from tribert_jax import initialization
 from tribert_jax import optimizers
 from tribert_jax.tasks import separation
 from tribert_jax.models import amnet_embedding
+from tribert_jax.models import separation_pretrain
 from tribert_jax.models import sound_of_pixels
 from tribert_jax.models import stgcn
 from tribert_jax.models import tribert
@@ -25,7 +26,7 @@ CONFIG_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
 def test_every_phase_config_is_listed():
   assert CONFIG_FILES == ["ablations", "amnet", "amnet_ame", "finetune", "pose_pretrain",
                           "pretrain", "probe", "retrieval", "separation_pretrain",
-                          "sound_of_pixels", "sound_of_pixels_frames"]
+                          "sound_of_pixels", "sound_of_pixels_frames", "visual_pretrain"]
 
 
 def _abstract_variables(config):
@@ -36,8 +37,10 @@ def _abstract_variables(config):
     pose = jnp.zeros((1, i.num_persons, i.pose_window, i.num_joints, 3))
     mask = jnp.ones((1, i.num_persons, i.pose_window))
     init = lambda rng: model.init({"params": rng, "dropout": rng}, pose, mask, train=False)  # noqa: E731
-  elif config.phase == "sound_of_pixels_frames":
-    model = sound_of_pixels.FrameClassifier(config=config.model)
+  elif config.phase in ("sound_of_pixels_frames", "visual_pretrain"):
+    model = {"sound_of_pixels_frames": sound_of_pixels.FrameClassifier,
+             "visual_pretrain": separation_pretrain.VisualClassifier}[config.phase](
+                 config=config.model)
     images = jnp.zeros((1, config.model.input.image_size, config.model.input.image_size, 3))
     init = lambda rng: model.init({"params": rng}, images, train=False)  # noqa: E731
   elif config.phase == "amnet_ame":

@@ -21,12 +21,13 @@ from typing import Any, Iterable, Sequence
 ENUMS = {
     "dataset": ("synthmusic", "music21", "music"),
     "phase": ("pose_pretrain", "separation_pretrain", "pretrain", "finetune", "sound_of_pixels",
-              "sound_of_pixels_frames", "retrieval", "probe", "ablations", "amnet_ame", "amnet"),
+              "sound_of_pixels_frames", "visual_pretrain", "retrieval", "probe", "ablations",
+              "amnet_ame", "amnet"),
     "data.source": ("folder", "tfds"),
     "data.eval_split": ("train", "val", "test"),
     "data.train_split": ("train", "val", "test"),
-    "model.name": ("tribert", "sound_of_pixels", "separation_pretrain", "frame_classifier", "amnet",
-                   "amnet_ame"),
+    "model.name": ("tribert", "sound_of_pixels", "separation_pretrain", "frame_classifier",
+                   "visual_classifier", "amnet", "amnet_ame"),
     "model.init": ("sound_of_pixels", "flax"),
     "model.visual_source": ("frames", "oracle"),
     # AMnet (configs/amnet.py; tribert_jax/models/amnet.py STAGES / FUSIONS).

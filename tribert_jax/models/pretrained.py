@@ -123,7 +123,9 @@ def _leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]
 # config.model.name -> where its ResNet trunk lives in the variables.
 RESNET_PATHS = {"tribert": ("visual_encoder", "resnet"),
                 "sound_of_pixels": ("video_network", "resnet"),
-                "frame_classifier": ("resnet",)}
+                "frame_classifier": ("resnet",),
+                "visual_classifier": ("visual_encoder", "resnet"),
+                "separation_pretrain": ("visual_encoder", "resnet")}
 
 
 def pretrained_resnet_path(config: Any) -> str:

@@ -65,3 +65,20 @@ class SeparationPretrainNet(nn.Module):
     intermediates = {"visual_attention_maps": visual["attention_maps"],
                      "fused": conditioning.reshape(b, n, -1).astype(jnp.float32)}
     return outputs, intermediates
+
+
+class VisualClassifier(nn.Module):
+  """Frame pre-training of TriBERT's visual trunk (configs/visual_pretrain.py): the whole
+  VisualSegmentationNetwork ("visual_encoder", TriBERT's keys) on single frames, its decoupled
+  spatial attention class scores as the frame's instrument logits: images [M,S,S,3] -> [M,C].
+
+  It stands for the ImageNet initialisation of the release's frame network, which cannot be
+  downloaded here: the separation pre-training then starts from a trunk whose features already
+  tell instruments apart (config.init.parts.frames of configs/separation_pretrain.py)."""
+  config: ml_collections.ConfigDict  # config.model (configs/parts/model.py keys)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    frames = images[:, None, None]  # [M, 1, 1, S, S, 3]: one video of one frame each
+    visual = VisualSegmentationNetwork(self.config, name="visual_encoder")(frames, train)
+    return visual["class_scores"].reshape(images.shape[0], -1).astype(jnp.float32)

@@ -25,6 +25,7 @@ ALL_TASKS: dict[str, TaskBuilder] = {
     "sound_of_pixels": separation.separation_task,
     "sound_of_pixels_frames": frame_classification.frame_classification_task,
     "separation_pretrain": separation.separation_task,
+    "visual_pretrain": frame_classification.frame_classification_task,
     # AMnet (Zhu & Rahtu): Audio-Motion Embedding pre-training, then separation (model.stage).
     "amnet_ame": audio_motion_embedding.audio_motion_embedding_task,
     "amnet": separation.separation_task,
