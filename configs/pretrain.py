@@ -13,7 +13,10 @@ and README "Staged recipe"): pretrained parts, then TriBERT, then fine-tuning:
   1. main.py --config=configs/pose_pretrain.py:SIZE       --workdir=runs/pose_pretrain_SIZE
      (the ST-GCN on the dataset's labels; the paper and release freeze it afterwards)
   2. main.py --config=configs/separation_pretrain.py:SIZE --workdir=runs/separation_pretrain_SIZE
-     (visual trunk + U-Net for separation: what the release's weights_frame / weights_sound are)
+     (visual trunk + U-Net for separation: what the release's weights_frame / weights_sound are;
+     `SIZE,frames=pretrained` starts its trunk from stage 0, main.py
+     --config=configs/visual_pretrain.py:SIZE --workdir=runs/visual_pretrain_SIZE, the trunk
+     classifying frames: the stand-in for the ImageNet start of the release's frame network)
   3. main.py --config=configs/pretrain.py:SIZE,recipe=staged --workdir=runs/pretrain_staged_SIZE
      (TriBERT's visual trunk and U-Net from 2 through config.init.parts; the pose encoder reads
      features of 1's frozen ST-GCN, computed once and cached; BertAdam)
