@@ -41,6 +41,7 @@ from typing import Any
 from benchmarks import common
 
 FUSIONS = ("paper", "release", "film")
+FUSION_COLOURS = {"paper": "tab:blue", "release": "tab:orange", "film": "tab:green"}
 SOURCES = ("oracle", "learned")
 DEFAULT_ROWS = [f"{source}:{fusion}" for source in SOURCES for fusion in FUSIONS]
 TAIL = 100  # updates averaged for the table's "last updates" column
@@ -238,16 +239,17 @@ def plot(results: dict[str, dict], references: dict[str, list[float]], title: st
     for row, result in results.items():
       if row.startswith(source + ":"):
         curve = np.asarray(result["curve"])
+        fusion = row.split(":")[1]
         ax.plot(range(1, len(curve) + 1), smooth(curve - blind[:len(curve)]),
-                label=row.split(":")[1])
+                color=FUSION_COLOURS[fusion], label=fusion)
     ax.plot(range(1, len(half) + 1), smooth(half - blind), color="grey", linestyle=":",
             label="all masks 0.5")
     ax.axhline(0.0, color="black", linestyle="--", label="best feature-blind")
     ax.set_title(f"{source} feature")
     ax.set_xlabel("update")
     ax.grid(alpha=0.3)
+    ax.legend()  # in every panel: each fusion keeps its colour across panels
   axes[0][0].set_ylabel(f"mask BCE minus feature-blind BCE\n({SMOOTH}-update moving average)")
-  axes[0][-1].legend()
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
