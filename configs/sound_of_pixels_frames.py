@@ -34,24 +34,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del config.init.parts["frames"]  # this phase writes the frames part, it does not read it
   del config["frames"]
 
-  optim = config.optim
-  optim.name = "adam"
-  optim.learning_rate = 1e-3
-  optim.decay = "cosine"
-  optim.end_lr_factor = 0.0
-  optim.decay_fractions = ()
-  optim.warmup_steps = 100
-  optim.weight_decay = 0.0
-  optim.lr_multipliers = ml_collections.ConfigDict()
-  config.num_train_steps = 20_000
-  config.eval_every_steps = 2_000
-  config.eval.ideal_mask = False
-  config.eval.quick_every_steps = 0  # no quick evaluation: the full one is cheap
+  train_config.use_frame_pretraining(config)
 
   if size == "cpu":
     # 3000 updates, ~3.5 min on 2 cores (~20 updates/s): validation top-1 0.54 / 0.65 / 0.76 /
     # 0.80 at 500 / 1000 / 1500 / 3000 (2026-12-06; 200 updates gave 0.24, 600 gave 0.53).
-    optim.warmup_steps = 10
+    config.optim.warmup_steps = 10
     config.num_train_steps = 3000
     config.log_every_steps = 100
     config.eval_every_steps = 500

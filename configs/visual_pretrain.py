@@ -37,23 +37,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.phase = "visual_pretrain"
   config.model.name = "visual_classifier"
 
-  optim = config.optim
-  optim.name = "adam"
-  optim.learning_rate = 1e-3
-  optim.decay = "cosine"
-  optim.end_lr_factor = 0.0
-  optim.decay_fractions = ()
-  optim.warmup_steps = 100
-  optim.weight_decay = 0.0
-  optim.grad_clip_norm = 0.0
-  optim.lr_multipliers = ml_collections.ConfigDict()
-  config.num_train_steps = 20_000
-  config.eval_every_steps = 2_000
-  config.eval.ideal_mask = False
-  config.eval.quick_every_steps = 0  # no quick evaluation: the full one is cheap
+  train_config.use_frame_pretraining(config)
 
   if config.size == "cpu":
-    optim.warmup_steps = 10
+    config.optim.warmup_steps = 10
     config.num_train_steps = 2000
     config.log_every_steps = 100
     config.eval_every_steps = 500

@@ -13,13 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import train_helpers
+
 from configs import sound_of_pixels as sop_config
 from configs import sound_of_pixels_frames as frames_config
-from tribert_jax import checkpointing
 from tribert_jax import initialization
-from tribert_jax import optimizers
-from tribert_jax import sharding
-from tribert_jax import train
 from tribert_jax.models import sound_of_pixels
 from tribert_jax.tasks import frame_classification
 
@@ -94,15 +92,8 @@ def test_sound_of_pixels_loads_the_classifier_trunk(frames_workdir, synthmusic_t
   config = sop_config.get_config("tiny,frames=pretrained")
   config.data.root = str(synthmusic_tiny)
   config.init.parts.frames.checkpoint = str(workdir)
-  task = train.make_task(config)
-  tx, _ = optimizers.make_optimizer(config.optim, 1)
-  mesh = sharding.make_mesh(config.mesh)
-  state, _, progress = initialization.restore_or_initialize(
-      task, tx, config, mesh, checkpointing.Checkpointer(str(tmp_path), read_only=False))
+  state, progress = train_helpers.fresh_state(config, tmp_path)
   assert progress == {} and int(state.step) == 0
-  source, _, _ = checkpointing.load_state_tree(str(workdir), "best")
-  for collection in ("params", "batch_stats"):
-    loaded = jax.tree.map(np.asarray, getattr(state, collection)["video_network"]["resnet"])
-    jax.tree.map(np.testing.assert_array_equal, loaded, source[collection]["resnet"])
+  train_helpers.assert_part_copied(state, workdir, "resnet", "video_network/resnet")
   # The U-Net keeps the original's initialisation (N(0, 1e-3) kernels), not the checkpoint's.
   assert np.asarray(state.params["audio_network"]["down0"]["kernel"]).std() < 2e-3

@@ -13,12 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import train_helpers
+
 from configs import separation_pretrain as separation_config
 from configs import visual_pretrain as visual_config
-from tribert_jax import checkpointing
 from tribert_jax import initialization
-from tribert_jax import optimizers
-from tribert_jax import sharding
 from tribert_jax import train
 from tribert_jax.models import separation_pretrain
 from tribert_jax.models import tribert
@@ -107,18 +106,11 @@ def test_separation_stage_starts_from_the_visual_pretraining(visual_workdir, syn
   config = separation_config.get_config("tiny,frames=pretrained")
   config.data.root = str(synthmusic_tiny)
   config.init.parts.frames.checkpoint = str(workdir)
-  task = train.make_task(config)
-  tx, _ = optimizers.make_optimizer(config.optim, 1)
-  mesh = sharding.make_mesh(config.mesh)
-  state, _, progress = initialization.restore_or_initialize(
-      task, tx, config, mesh, checkpointing.Checkpointer(str(tmp_path), read_only=False))
+  state, progress = train_helpers.fresh_state(config, tmp_path)
   assert progress == {} and int(state.step) == 0
-  source, _, _ = checkpointing.load_state_tree(str(workdir), "best")
-  for collection in ("params", "batch_stats"):
-    loaded = jax.tree.map(np.asarray, getattr(state, collection)["visual_encoder"])
-    jax.tree.map(np.testing.assert_array_equal, loaded, source[collection]["visual_encoder"])
+  train_helpers.assert_part_copied(state, workdir, "visual_encoder", "visual_encoder")
   init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))  # restore_or_initialize's
-  fresh = task.init_variables(init_rng)
+  fresh = train.make_task(config).init_variables(init_rng)
   fresh = jax.tree.map(np.asarray, nn.meta.unbox(fresh["params"]))
   for name in ("conditioning", "separation_net"):
     jax.tree.map(np.testing.assert_array_equal,

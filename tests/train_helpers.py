@@ -11,6 +11,7 @@ import tempfile
 import textwrap
 
 import jax
+import numpy as np
 import pytest
 
 from configs import pretrain
@@ -130,3 +131,34 @@ def finish_main(*started):
   if problems:
     pytest.fail("\n\n".join(problems))
   return logs
+
+
+def fresh_state(config, workdir):
+  """(state, progress) of restore_or_initialize for config with an empty checkpoint folder
+  `workdir`: the state a run starts from (pretrained parts of config.init applied)."""
+  from tribert_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from tribert_jax import initialization  # pylint: disable=g-import-not-at-top
+  from tribert_jax import optimizers  # pylint: disable=g-import-not-at-top
+  from tribert_jax import sharding  # pylint: disable=g-import-not-at-top
+  from tribert_jax import train  # pylint: disable=g-import-not-at-top
+  task = train.make_task(config)
+  tx, _ = optimizers.make_optimizer(config.optim, 1)
+  mesh = sharding.make_mesh(config.mesh)
+  state, _, progress = initialization.restore_or_initialize(
+      task, tx, config, mesh, checkpointing.Checkpointer(str(workdir), read_only=False))
+  return state, progress
+
+
+def assert_part_copied(state, workdir, source_prefix, target_prefix):
+  """The state's variables under target_prefix (params and batch statistics) equal those under
+  source_prefix in the best checkpoint of the run in workdir."""
+  from tribert_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  source, _, _ = checkpointing.load_state_tree(str(workdir), "best")
+  for collection in ("params", "batch_stats"):
+    loaded = getattr(state, collection)
+    for key in target_prefix.split("/"):
+      loaded = loaded[key]
+    expected = source[collection]
+    for key in source_prefix.split("/"):
+      expected = expected[key]
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, loaded), expected)

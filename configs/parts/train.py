@@ -156,6 +156,28 @@ def use_bert_adam(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return config
 
 
+def use_frame_pretraining(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A frame classifier's schedule (configs/sound_of_pixels_frames.py, visual_pretrain.py):
+  Adam 1e-3, 100 warm-up steps, cosine decay to 0, no weight decay, no gradient clipping, one
+  rate for every parameter; 20k updates with an accuracy evaluation (no SDR, no ideal mask, no
+  quick evaluation: the full one is cheap) every 2k. Sizes adjust the step counts after it."""
+  optim = config.optim
+  optim.name = "adam"
+  optim.learning_rate = 1e-3
+  optim.decay = "cosine"
+  optim.end_lr_factor = 0.0
+  optim.decay_fractions = ()
+  optim.warmup_steps = 100
+  optim.weight_decay = 0.0
+  optim.grad_clip_norm = 0.0
+  optim.lr_multipliers = ml_collections.ConfigDict()
+  config.num_train_steps = 20_000
+  config.eval_every_steps = 2_000
+  config.eval.ideal_mask = False
+  config.eval.quick_every_steps = 0
+  return config
+
+
 def shrink_for_tests(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The `tiny` loop: one step, one evaluation batch scored in-process (unit tests)."""
   config.num_train_steps = 1
