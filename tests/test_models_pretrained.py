@@ -140,3 +140,34 @@ def test_resnet18_npz_loads_into_sound_of_pixels(tmp_path):
   cfg.visual_source = "oracle"
   with pytest.raises(ValueError, match="visual_source='oracle'"):
     pretrained.load_pretrained({}, cfg)
+
+
+@pytest.mark.parametrize("phase", ["separation_pretrain", "visual_pretrain"])
+def test_resnet50_npz_loads_into_the_staged_recipe_trunks(phase, tmp_path):
+  """The staged recipe's first stages take the ImageNet ResNet-50 through
+  model.visual.pretrained_path (README, "Staged recipe"), at TriBERT's visual_encoder/resnet."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from tribert_jax.models import separation_pretrain  # pylint: disable=g-import-not-at-top
+  cfg = importlib.import_module(f"configs.{phase}").get_config("tiny").model
+  state = torchvision_state(cfg, np.random.default_rng(1))
+  cfg.visual.pretrained_path = str(tmp_path / "resnet50.npz")
+  np.savez(cfg.visual.pretrained_path, **state)
+  if phase == "separation_pretrain":
+    model, inputs = separation_pretrain.SeparationPretrainNet(cfg), example_inputs(cfg, 1)
+  else:
+    s = cfg.input.image_size
+    model, inputs = separation_pretrain.VisualClassifier(cfg), jnp.zeros((1, s, s, 3))
+  rngs = {k: jax.random.PRNGKey(0) for k in ("params", "dropout", "masking")}
+  abstract = jax.eval_shape(lambda: model.init(rngs, inputs, train=False))
+  loaded = unbox(pretrained.load_pretrained(zeros_like_tree(abstract), cfg))
+  resnet = loaded["params"]["visual_encoder"]["resnet"]
+  np.testing.assert_array_equal(resnet["conv1"]["kernel"],
+                                state["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(resnet["layer4_0"]["conv3"]["kernel"],
+                                state["layer4.0.conv3.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(loaded["batch_stats"]["visual_encoder"]["resnet"]["bn1"]["mean"],
+                                state["bn1.running_mean"])
+  # Only the trunk: the rest of the model keeps its (here zero) initialisation.
+  rest = {k: v for k, v in loaded["params"].items() if k != "visual_encoder"}
+  rest["feature_conv"] = loaded["params"]["visual_encoder"]["feature_conv"]
+  assert not any(np.any(leaf) for leaf in jax.tree.leaves(rest))
