@@ -39,20 +39,27 @@ def synthmusic_tiny(tmp_path_factory):
 
 
 def pytest_configure(config):
-  """Keep third-party deprecation noise out of the test report."""
+  """Keep third-party deprecation noise out of the test report; keep SLOW_FILES_FIRST's order
+  under `--dist loadfile` (no reordering of the files by their number of tests)."""
   config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
 
 
-# The slowest test files (their tiny trainings compile; measured in CI), handed to the two xdist
-# workers first: scheduling the longest jobs first keeps one worker from running a long file
-# alone at the end of the session (files were taken in alphabetical order, and the training
-# files sort last). The rest keep their order.
-SLOW_FILES_FIRST = ("test_train_hosts.py", "test_train.py", "test_staged_recipe.py",
-                    "test_retrieval.py", "test_benchmarks.py", "test_separate.py",
-                    "test_ablations.py", "test_failure_behaviour.py", "test_train_faults.py",
-                    "test_amnet_training.py", "test_models_amnet.py", "test_frame_pretraining.py",
-                    "test_models_sound_of_pixels.py", "test_train_time_budget.py",
-                    "test_models_tribert.py")
+# The slowest test files, longest first (summed test durations of one `-n 2 --dist loadfile`
+# run on the 2-core VM, 2026-12-07: test_benchmarks 220 s, test_train 182 s, test_staged_recipe
+# 134 s, ...), handed to the two xdist workers first: scheduling the longest jobs first keeps
+# one worker from running a long file alone at the end of the session. The rest keep their
+# order. pytest-xdist (3.x) would otherwise reorder the files by their number of tests
+# (--loadscope-reorder, its default), which put the many quick tests first and the trainings
+# last; pytest_configure above turns that off.
+SLOW_FILES_FIRST = ("test_benchmarks.py", "test_train.py", "test_staged_recipe.py",
+                    "test_models_tribert.py", "test_separate.py", "test_retrieval.py",
+                    "test_ablations.py", "test_models_amnet.py", "test_visual_pretraining.py",
+                    "test_failure_behaviour.py", "test_amnet_training.py", "test_configs.py",
+                    "test_train_hosts.py", "test_models_sound_of_pixels.py",
+                    "test_loading_pipeline.py", "test_train_time_budget.py", "test_spectral.py",
+                    "test_train_faults.py", "test_models_unet.py", "test_tfds_builders.py")
 
 
 def pytest_collection_modifyitems(items):
