@@ -98,7 +98,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_train_steps = 420_000
 
   if size == "cpu":
-    # A 2-core laptop run (19 minutes in all on a fast day, 21.5 on 2026-12-06, 47 on the VM's
+    # A 2-core laptop run (19 minutes in all on a fast day, 20 on 2026-12-07, 47 on the VM's
     # slow 2026-12-02; val SDR 3.8-4.6 dB vs 0.2 for the mixture, README "Results"; the architecture is the paper's
     # with FiLM at every decoder level, a labelled cpu-only deviation, see the cpu model
     # preset): the model's and pipeline's cpu presets, then what it takes
@@ -116,7 +116,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_train_steps = 720
     config.log_every_steps = 20
     config.eval_every_steps = 720  # once, at the end: scoring all 120 mixtures takes ~2.5 min
-    config.eval.quick_every_steps = 60  # SDR on 32 fixed val mixtures, a few seconds each time
+    # SDR on 32 fixed val mixtures, ~13 s each time on the 2-core VM: six points over the run
+    # (every 60 updates cost the one-command run ~80 s more and took it past 20 minutes).
+    config.eval.quick_every_steps = 120
     config.checkpoint_every_steps = 100
   elif size == "tiny":
     config.data.batch_size = 2
