@@ -51,6 +51,22 @@ def check_not_silent(reference: np.ndarray, estimate: np.ndarray,
         f"silent prediction: source(s) {np.flatnonzero(silent_estimate).tolist()} {what}")
 
 
+_BLAS_LIMITS = []  # keeps the worker's threadpool limit alive
+
+
+def limit_blas_threads(num_threads: int) -> None:
+  """Process-pool initializer: at most num_threads BLAS threads in this (worker) process."""
+  import threadpoolctl  # pylint: disable=g-import-not-at-top
+  _BLAS_LIMITS.append(threadpoolctl.threadpool_limits(limits=num_threads, user_api="blas"))
+
+
+def blas_threads(_: object = None) -> int:
+  """The most threads any BLAS library loaded in this process will use."""
+  import threadpoolctl  # pylint: disable=g-import-not-at-top
+  return max((p["num_threads"] for p in threadpoolctl.threadpool_info()
+              if p["user_api"] == "blas"), default=1)
+
+
 def bss_eval_sources(reference: np.ndarray, estimate: np.ndarray,
                      backend: str = "mir_eval") -> BssEvalResult:
   """SDR/SIR/SAR of estimate [N, L] against reference [N, L], sources in the given order.
