@@ -98,12 +98,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_train_steps = 420_000
 
   if size == "cpu":
-    # A 2-core laptop run (19 minutes in all on a fast day, 20 on 2026-12-07, 47 on the VM's
-    # slow 2026-12-02; val SDR 3.8-4.6 dB vs 0.2 for the mixture, README "Results"; the architecture is the paper's
-    # with FiLM at every decoder level, a labelled cpu-only deviation, see the cpu model
-    # preset): the model's and pipeline's cpu presets, then what it takes
-    # to separate in that time. 1e-3 left every classification loss at its prior after 100
-    # steps; 3e-4 with warmup learns. The separation loss starts falling after ~400 steps.
+    # A 2-core laptop run (17-19 minutes in all since the scoring pool's BLAS fix of 2026-12-07,
+    # 20-21 before it, 47 on the VM's slow 2026-12-02; val SDR 3.8-4.6 dB vs 0.2 for the
+    # mixture, README "Results"). The architecture is the paper's with FiLM at every decoder
+    # level, a labelled cpu-only deviation (see the cpu model preset): the paper's bottleneck
+    # fusion, even trained the staged way, separates only barely at this size (+0.9 dB val at
+    # equal wall-clock, README "The staged recipe at cpu size"). The model's and pipeline's cpu
+    # presets, then what it takes to separate in that time. 1e-3 left every classification loss
+    # at its prior after 100 steps; 3e-4 with warmup learns. The separation loss starts falling
+    # after ~400 steps.
     config.data.batch_size = 4
     config.optim.learning_rate = 3e-4
     config.optim.warmup_steps = 30
@@ -115,9 +118,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.lr_multipliers.separation_net = 10.0
     config.num_train_steps = 720
     config.log_every_steps = 20
-    config.eval_every_steps = 720  # once, at the end: scoring all 120 mixtures takes ~2.5 min
-    # SDR on 32 fixed val mixtures, ~13 s each time on the 2-core VM: six points over the run
-    # (every 60 updates: 20 min 46 s for the one-command run on 2026-12-07, every 120: 20 min 5 s).
+    config.eval_every_steps = 720  # once, at the end: separating and scoring 120 mixtures, ~32 s
+    # SDR on 32 fixed val mixtures, ~5 s each time on the 2-core VM (~13 s before the scoring
+    # pool's BLAS fix): six points over the run.
     config.eval.quick_every_steps = 120
     config.checkpoint_every_steps = 100
   elif size == "tiny":
