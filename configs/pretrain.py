@@ -98,9 +98,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_train_steps = 420_000
 
   if size == "cpu":
-    # A 2-core laptop run (17-19 minutes in all since the scoring pool's BLAS fix of 2026-12-07,
-    # 20-21 before it, 47 on the VM's slow 2026-12-02; val SDR 3.8-4.6 dB vs 0.2 for the
-    # mixture, README "Results"). The architecture is the paper's with FiLM at every decoder
+    # A 2-core laptop run (16-17 minutes in all on 2026-12-07 after the scoring pool's BLAS fix,
+    # 20-21 before it in a slower hour of the VM, 47 on the VM's slow 2026-12-02; val SDR
+    # 3.8-4.6 dB vs 0.2 for the mixture, README "Results"). The architecture is the paper's with FiLM at every decoder
     # level, a labelled cpu-only deviation (see the cpu model preset): the paper's bottleneck
     # fusion, even trained the staged way, separates only barely at this size (+0.9 dB val at
     # equal wall-clock, README "The staged recipe at cpu size"). The model's and pipeline's cpu
