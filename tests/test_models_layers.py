@@ -105,3 +105,36 @@ def test_max_pool_same_padding_over_three_axes_and_bfloat16():
 def test_max_pool_rejects_mismatched_window_and_padding():
   with pytest.raises(ValueError, match="same number of spatial axes"):
     layers.max_pool(jnp.zeros((1, 4, 4, 1)), (2, 2), strides=(2, 2), padding=((0, 0),))
+
+
+@pytest.mark.parametrize("lead", [(2,), (2, 3)])
+def test_matmul_deconv_equals_conv_transpose_in_values_gradients_and_parameters(lead):
+  # The "matmul" de-convolution must be nn.ConvTranspose(k, strides=k, "SAME") exactly: the same
+  # parameter tree from the same rng, the same outputs, the same gradients.
+  x = jax.random.normal(jax.random.PRNGKey(1), lead + (5, 6, 7))
+  make = lambda impl: layers.conv_transpose(  # noqa: E731
+      3, (2, 2), strides=(2, 2), dtype=jnp.float32, param_dtype=jnp.float32, impl=impl)
+  reference, ours = make("conv_transpose"), make("matmul")
+  variables = reference.init(jax.random.PRNGKey(0), x)
+  ours_variables = ours.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, ours_variables)
+  for a, b in zip(jax.tree.leaves(nn.meta.unbox(variables)),
+                  jax.tree.leaves(nn.meta.unbox(ours_variables))):
+    np.testing.assert_array_equal(a, b)
+  variables = jax.tree.map(lambda v: v + 0.1, nn.meta.unbox(variables))  # a non-zero bias
+  assert ours.apply(variables, x).shape == lead + (10, 12, 3)
+  np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x), atol=1e-5)
+  cotangent = jax.random.normal(jax.random.PRNGKey(2), lead + (10, 12, 3))
+  grad = lambda layer: jax.grad(  # noqa: E731
+      lambda v, x: jnp.sum(layer.apply(v, x) * cotangent), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(grad(ours)), jax.tree.leaves(grad(reference))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_deconv_needs_a_kernel_equal_to_its_strides():
+  with pytest.raises(ValueError, match="kernel equal to its strides"):
+    layers.conv_transpose(3, (3, 3), strides=(2, 2), dtype=jnp.float32,
+                          param_dtype=jnp.float32, impl="matmul")
+  with pytest.raises(ValueError, match="expected one of"):
+    layers.conv_transpose(3, (2, 2), strides=(2, 2), dtype=jnp.float32,
+                          param_dtype=jnp.float32, impl="pixel_shuffle")

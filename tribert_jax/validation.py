@@ -43,6 +43,7 @@ ENUMS = {
     "eval.quick_split": ("train", "val", "test"),
     "init.which": ("best", "latest"),
     "model.pose.stgcn_input": ("pose", "features"),
+    "model.unet.deconv_impl": ("conv_transpose", "matmul"),
     "pose_features.which": ("best", "latest"),
 }
 # Keys that must be > 0 (integers or floats) when the config has them.

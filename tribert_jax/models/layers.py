@@ -57,15 +57,60 @@ def conv(features: int, kernel: Sequence[int], *, dtype: Dtype, param_dtype: Dty
       bias_init=partitioned(nn.initializers.zeros_init(), (CONV_OUT,)), name=name)
 
 
+DECONV_IMPLS = ("conv_transpose", "matmul")
+
+
 def conv_transpose(features: int, kernel: Sequence[int], *, dtype: Dtype, param_dtype: Dtype,
-                   strides: Sequence[int], name: str | None = None) -> nn.ConvTranspose:
-  """nn.ConvTranspose (the U-Net's de-convolution) with partitioned kernel axes."""
+                   strides: Sequence[int], name: str | None = None,
+                   impl: str = "conv_transpose") -> nn.Module:
+  """The U-Net's de-convolution (padding "SAME") with partitioned kernel axes.
+
+  impl "conv_transpose": nn.ConvTranspose (XLA's transposed convolution). impl "matmul": the same
+  layer, parameters and values (kernel [k..., C_in, C_out], bias) computed as one matmul and a
+  depth-to-space reshape, for kernels equal to their strides (no overlapping windows: each input
+  position writes its own block). XLA:CPU runs the transposed convolution's weight gradient as
+  an unfused base-dilated convolution: ~5 s of the paper-size train step at batch 1
+  (benchmarks/README "Where the step's time goes"); the matmul's backward is two matmuls.
+  """
+  kernel, strides = tuple(kernel), tuple(strides)
   names = (None,) * len(kernel) + (CONV_IN, CONV_OUT)
-  return nn.ConvTranspose(
-      features, tuple(kernel), strides=tuple(strides), padding="SAME", dtype=dtype,
-      param_dtype=param_dtype,
-      kernel_init=partitioned(nn.initializers.lecun_normal(), names),
-      bias_init=partitioned(nn.initializers.zeros_init(), (CONV_OUT,)), name=name)
+  kernel_init = partitioned(nn.initializers.lecun_normal(), names)
+  bias_init = partitioned(nn.initializers.zeros_init(), (CONV_OUT,))
+  if impl == "conv_transpose":
+    return nn.ConvTranspose(
+        features, kernel, strides=strides, padding="SAME", dtype=dtype,
+        param_dtype=param_dtype, kernel_init=kernel_init, bias_init=bias_init, name=name)
+  if impl != "matmul":
+    raise ValueError(f"de-convolution impl {impl!r}: expected one of {DECONV_IMPLS}")
+  if kernel != strides or len(kernel) != 2:
+    raise ValueError(f"impl='matmul' needs a 2-D kernel equal to its strides; got kernel "
+                     f"{kernel}, strides {strides}")
+  return BlockDeconv(features, kernel, dtype=dtype, param_dtype=param_dtype,
+                     kernel_init=kernel_init, bias_init=bias_init, name=name)
+
+
+class BlockDeconv(nn.Module):
+  """nn.ConvTranspose(features, kernel, strides=kernel, padding="SAME") as a matmul: input
+  position (i, j) writes output block [i*k0:(i+1)*k0, j*k1:(j+1)*k1] = x[i, j] @ kernel, with the
+  kernel flipped spatially (lax.conv_transpose's orientation: output offset a takes tap
+  k0 - 1 - a)."""
+  features: int
+  kernel_size: tuple[int, int]
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k0, k1 = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (k0, k1, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    *lead, h, w, _ = x.shape
+    y = jnp.einsum("...hwc,abco->...hawbo", x, kernel[::-1, ::-1])
+    return y.reshape(*lead, h * k0, w * k1, self.features) + bias
 
 
 def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int] | None = None,

@@ -83,13 +83,15 @@ class DecoderLevel(nn.Module):
   train: bool = False
   deconv_norm: bool = True
   gate_norm: bool = False
+  deconv_impl: str = "conv_transpose"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, skip: jax.Array) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = layers.conv_transpose(self.features, (2, 2), strides=(2, 2), name="deconv", **kw)(x)
+    x = layers.conv_transpose(self.features, (2, 2), strides=(2, 2), name="deconv",
+                              impl=self.deconv_impl, **kw)(x)
     if self.deconv_norm:
       x = nn.relu(layers.batch_norm(self.train, name="deconv_bn", **kw)(x))
     if self.attention_gate:
@@ -202,7 +204,8 @@ class AttentionUNet(nn.Module):
     x = BottleneckFusion(cfg.fusion, cfg.fusion_heads, name="fusion", **kw)(per_video(x), feature)
     for i in reversed(range(cfg.depth)):
       x = level_cls(channels[i], cfg.convs_per_level, cfg.attention_gates, train,
-                    cfg.get("deconv_norm", True), cfg.get("gate_norm", False), name=f"up{i}",
+                    cfg.get("deconv_norm", True), cfg.get("gate_norm", False),
+                    deconv_impl=cfg.get("deconv_impl", "conv_transpose"), name=f"up{i}",
                     **kw)(x, per_video(skips[i]))
       if conditioning == "every_level":
         x = FiLM(name=f"film{i}", **kw)(x, feature)
