@@ -32,41 +32,54 @@ def test_every_phase_config_is_listed():
 _ABSTRACT_CACHE = {}
 
 
+def _pose_init(config):
+  model = stgcn.PoseClassifier(config=config.model)
+  i = config.model.input
+  pose = jnp.zeros((1, i.num_persons, i.pose_window, i.num_joints, 3))
+  mask = jnp.ones((1, i.num_persons, i.pose_window))
+  return lambda rng: model.init({"params": rng, "dropout": rng}, pose, mask, train=False)
+
+
+def _frame_classifier_init(model_cls):
+  def make(config):
+    model = model_cls(config=config.model)
+    images = jnp.zeros((1, config.model.input.image_size, config.model.input.image_size, 3))
+    return lambda rng: model.init({"params": rng}, images, train=False)
+  return make
+
+
+def _ame_init(config):
+  model = amnet_embedding.AudioMotionEmbedding(config=config.model)
+  inputs = amnet_embedding.example_ame_inputs(config.model)
+  return lambda rng: model.init({"params": rng}, inputs, train=False)
+
+
+def _separation_init(config):
+  model = separation.build_model(config.model)
+  inputs = tribert.example_inputs(config.model, batch_size=1)
+  return lambda rng: model.init({"params": rng, "dropout": rng, "masking": rng}, inputs,
+                                train=False)
+
+
+# Phases with a model of their own; every other phase builds separation.build_model's.
+_PHASE_INITS = {
+    "pose_pretrain": _pose_init,
+    "sound_of_pixels_frames": _frame_classifier_init(sound_of_pixels.FrameClassifier),
+    "visual_pretrain": _frame_classifier_init(separation_pretrain.VisualClassifier),
+    "amnet_ame": _ame_init,
+}
+
+
 def _abstract_variables(config):
   """jax.eval_shape of the phase's model init (no FLOPs, no memory). Phases whose models have
   the same config (pretrain, ablations, probe and retrieval build one TriBERT) are traced once:
-  the result depends only on the model class and config.model (3-5 s per paper-size trace)."""
-  kind = config.phase if config.phase in ("pose_pretrain", "sound_of_pixels_frames",
-                                          "visual_pretrain", "amnet_ame") else "separation"
+  the result depends only on the model builder and config.model (3-5 s per paper-size trace)."""
+  kind = config.phase if config.phase in _PHASE_INITS else "separation"
   key = (kind, config.model.to_json())
   if key not in _ABSTRACT_CACHE:
-    _ABSTRACT_CACHE[key] = _trace_init(config)
+    make_init = _PHASE_INITS.get(config.phase, _separation_init)
+    _ABSTRACT_CACHE[key] = jax.eval_shape(make_init(config), jax.random.PRNGKey(0))
   return _ABSTRACT_CACHE[key]
-
-
-def _trace_init(config):
-  if config.phase == "pose_pretrain":
-    model = stgcn.PoseClassifier(config=config.model)
-    i = config.model.input
-    pose = jnp.zeros((1, i.num_persons, i.pose_window, i.num_joints, 3))
-    mask = jnp.ones((1, i.num_persons, i.pose_window))
-    init = lambda rng: model.init({"params": rng, "dropout": rng}, pose, mask, train=False)  # noqa: E731
-  elif config.phase in ("sound_of_pixels_frames", "visual_pretrain"):
-    model = {"sound_of_pixels_frames": sound_of_pixels.FrameClassifier,
-             "visual_pretrain": separation_pretrain.VisualClassifier}[config.phase](
-                 config=config.model)
-    images = jnp.zeros((1, config.model.input.image_size, config.model.input.image_size, 3))
-    init = lambda rng: model.init({"params": rng}, images, train=False)  # noqa: E731
-  elif config.phase == "amnet_ame":
-    model = amnet_embedding.AudioMotionEmbedding(config=config.model)
-    inputs = amnet_embedding.example_ame_inputs(config.model)
-    init = lambda rng: model.init({"params": rng}, inputs, train=False)  # noqa: E731
-  else:
-    model = separation.build_model(config.model)
-    inputs = tribert.example_inputs(config.model, batch_size=1)
-    init = lambda rng: model.init({"params": rng, "dropout": rng, "masking": rng}, inputs,  # noqa: E731
-                                  train=False)
-  return jax.eval_shape(init, jax.random.PRNGKey(0))
 
 
 @pytest.mark.parametrize("size", common.SIZES)
