@@ -83,7 +83,7 @@ class DecoderLevel(nn.Module):
   train: bool = False
   deconv_norm: bool = True
   gate_norm: bool = False
-  deconv_impl: str = "conv_transpose"
+  deconv_impl: str = "matmul"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -205,7 +205,7 @@ class AttentionUNet(nn.Module):
     for i in reversed(range(cfg.depth)):
       x = level_cls(channels[i], cfg.convs_per_level, cfg.attention_gates, train,
                     cfg.get("deconv_norm", True), cfg.get("gate_norm", False),
-                    deconv_impl=cfg.get("deconv_impl", "conv_transpose"), name=f"up{i}",
+                    deconv_impl=cfg.get("deconv_impl", "matmul"), name=f"up{i}",
                     **kw)(x, per_video(skips[i]))
       if conditioning == "every_level":
         x = FiLM(name=f"film{i}", **kw)(x, feature)
