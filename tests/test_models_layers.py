@@ -138,3 +138,59 @@ def test_matmul_deconv_needs_a_kernel_equal_to_its_strides():
   with pytest.raises(ValueError, match="expected one of"):
     layers.conv_transpose(3, (2, 2), strides=(2, 2), dtype=jnp.float32,
                           param_dtype=jnp.float32, impl="pixel_shuffle")
+
+
+def _numpy_conv1x1(x, w, b, strides, g):
+  """A 1x1 convolution (no padding) and its gradients, as loops over the sampled positions."""
+  s0, s1 = strides
+  sampled = x[:, ::s0, ::s1, :]
+  y = np.einsum("nijc,co->nijo", sampled, w[0, 0]) + b
+  dw = np.einsum("nijc,nijo->co", sampled, g)[None, None]
+  dx = np.zeros_like(x)
+  dx[:, ::s0, ::s1, :] = np.einsum("nijo,co->nijc", g, w[0, 0])
+  return y, dw, g.sum(axis=(0, 1, 2)), dx
+
+
+@pytest.mark.parametrize("shape, strides, padding", [
+    ((2, 6, 5, 3), (1, 1), "SAME"), ((2, 7, 6, 3), (2, 2), "SAME"),
+    ((1, 5, 9, 4), (2, 1), "VALID"), ((3, 4, 4, 2), (1, 1), ((0, 0), (0, 0)))])
+def test_one_by_one_conv_weight_gradient_as_matmul_matches_numpy(shape, strides, padding):
+  # layers.conv routes 1x1 convolutions through a custom VJP whose weight gradient is a matmul;
+  # values and all three gradients must be the convolution's (NumPy loops, and XLA's own).
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(shape).astype(np.float32)
+  layer = layers.conv(4, (1, 1), strides=strides, padding=padding, dtype=jnp.float32,
+                      param_dtype=jnp.float32)
+  variables = nn.meta.unbox(layer.init(jax.random.PRNGKey(0), x))
+  variables = {"params": {"kernel": variables["params"]["kernel"],
+                          "bias": jnp.asarray(rng.standard_normal(4), jnp.float32)}}
+  y, vjp = jax.vjp(layer.apply, variables, jnp.asarray(x))
+  g = rng.standard_normal(y.shape).astype(np.float32)
+  (dvars, dx) = vjp(jnp.asarray(g))
+  w, b = (np.asarray(v) for v in (variables["params"]["kernel"], variables["params"]["bias"]))
+  y_ref, dw_ref, db_ref, dx_ref = _numpy_conv1x1(x, w, b, strides, g)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dvars["params"]["kernel"], dw_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dvars["params"]["bias"], db_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+  # The matmul path is the one taken (a custom VJP in the program), and XLA's agrees.
+  assert "custom_vjp_call" in str(jax.make_jaxpr(jax.grad(
+      lambda v: jnp.sum(layer.apply(v, jnp.asarray(x)))))(variables))
+  reference = lambda v, x: jax.lax.conv_general_dilated(  # noqa: E731
+      x, v["params"]["kernel"], strides, padding,
+      dimension_numbers=("NHWC", "HWIO", "NHWC")) + v["params"]["bias"]
+  _, ref_vjp = jax.vjp(reference, variables, jnp.asarray(x))
+  for a, b in zip(jax.tree.leaves(ref_vjp(jnp.asarray(g))), jax.tree.leaves((dvars, dx))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_larger_and_dilated_convolutions_stay_xla_convolutions():
+  # Only unpadded, undilated 1x1 convolutions take the matmul weight gradient.
+  x = jnp.ones((1, 6, 6, 2))
+  for kernel, kwargs in [((3, 3), {}), ((1, 1), {"rhs_dilation": (2, 2)}),
+                         ((1, 1), {"padding": ((1, 1), (0, 0))})]:
+    w = jnp.ones(kernel + (2, 3))
+    padding = kwargs.pop("padding", "SAME")
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: jnp.sum(layers.conv_general_dilated(
+        x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), **kwargs))))(w))
+    assert "custom_vjp_call" not in jaxpr, (kernel, kwargs)
