@@ -45,6 +45,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+import tribert_jax  # sets the XLA:CPU flags before JAX starts (tribert_jax/xla_cpu_flags.py)
 from tribert_jax import huge_pages
 from tribert_jax import validation
 from tribert_jax import workdir_lock
@@ -161,6 +162,7 @@ def check_mode(config, workdir: str | None) -> None:
     print(f"workdir {workdir}: " + (f"checkpoints {steps} (train resumes from the newest intact "
                                     "one)" if steps else "no checkpoint (train starts fresh)"))
   print(huge_pages.state())
+  print(tribert_jax.XLA_CPU_FLAGS_STATE)
   print("check passed")
 
 
@@ -205,6 +207,7 @@ def main(argv):
   logging.info("JAX process %d/%d, local devices %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
   logging.info(huge_pages.state())
+  logging.info(tribert_jax.XLA_CPU_FLAGS_STATE)
   if mode == "evaluate":
     from tribert_jax import train  # pylint: disable=g-import-not-at-top
     train.evaluate_checkpoint(config, workdir, FLAGS.checkpoint)
