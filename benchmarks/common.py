@@ -284,6 +284,7 @@ def build_step(config: ml_collections.ConfigDict, mode: str, batch_size: int) ->
                                              frozen=task.frozen)
     init_fn, _, _, init_rng = initialization.make_state_initializer(task, tx, config, mesh)
     state = init_fn(init_rng)
+    del init_fn  # its compiled program (~0.55 GiB at paper size) is not needed again
     params = state.params
     fn = jax.jit(train.make_train_step(task, tx, schedule, config, mesh), donate_argnums=0)
     args = (state, batch)
