@@ -18,6 +18,10 @@ def test_flag_is_added_to_existing_xla_flags():
   environ = {}
   xla_cpu_flags.apply(environ, version="0.10.2")
   assert environ["XLA_FLAGS"] == xla_cpu_flags.FLAG
+  # A second call (main.py's re-executed process inherits the variable) adds nothing and says
+  # the flag is on.
+  assert "opts out" in xla_cpu_flags.apply(environ, version="0.10.2")
+  assert environ["XLA_FLAGS"] == xla_cpu_flags.FLAG
 
 
 def test_users_choice_opt_out_and_unknown_jaxlib_leave_xla_flags_alone():
