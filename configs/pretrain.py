@@ -98,8 +98,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_train_steps = 420_000
 
   if size == "cpu":
-    # A 2-core laptop run (16-17 minutes in all on 2026-12-07 after the scoring pool's BLAS fix,
-    # 20-21 before it in a slower hour of the VM, 47 on the VM's slow 2026-12-02; val SDR
+    # A 2-core laptop run (13.5 minutes in all on 2026-12-07 with the convolution changes of
+    # #17, 16-21 before them, 47 on the VM's slow 2026-12-02; val SDR
     # 3.8-4.6 dB vs 0.2 for the mixture, README "Results"). The architecture is the paper's
     # with FiLM at every decoder level, a labelled cpu-only deviation (see the cpu model
     # preset): the paper's bottleneck fusion, even trained the staged way, separates only

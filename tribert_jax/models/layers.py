@@ -109,7 +109,7 @@ def _conv1x1_bwd(strides, precision, residuals, g):
   conv = lambda x_: jax.lax.conv_general_dilated(  # noqa: E731
       x_, w, strides, "VALID", dimension_numbers=_NHWC, precision=precision)
   dx = jax.vjp(conv, x)[1](g)[0]
-  sampled = x[:, ::strides[0], ::strides[1], :][:, :g.shape[1], :g.shape[2], :]
+  sampled = x[:, ::strides[0], ::strides[1], :]  # ceil(size / stride) = the output's size
   dw = jax.lax.dot_general(sampled.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]),
                            (((0,), (0,)), ((), ())), precision=precision,
                            preferred_element_type=jnp.float32)
