@@ -5,8 +5,8 @@
   python -m benchmarks.accelerator --dtypes bfloat16 --batch 24 --out /tmp/a.json
   python -m benchmarks.accelerator --mode forward      # the evaluation forward instead
 
-Runs configs/pretrain.py:SIZE's own training step (tribert_jax.train.make_train_step: spectral
-features, forward, backward, Adam update; state donated) on synthetic batches of the batch
+Runs configs/pretrain.py:SIZE's own training step (tribert_jax.train_step.make_train_step:
+spectral features, forward, backward, Adam update; state donated) on synthetic batches of the batch
 contract's shapes at the config's batch size (paper: 12), once per compute dtype
 (config.model.dtype; parameters stay float32), each in a fresh interpreter so its peak memory is
 its own. Per dtype: compile time, step time (median of --steps timed steps after --warmup, each

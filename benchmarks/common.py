@@ -252,9 +252,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
 def build_step(config: ml_collections.ConfigDict, mode: str, batch_size: int) -> dict[str, Any]:
   """Compiles one of the project's own programs on a synthetic batch, in this process.
 
-  mode "train": the trainer's jitted step (tribert_jax.train.make_train_step: spectral features,
-  forward, backward, optimiser update; state donated); "forward": spectral features + the
-  model's evaluation-mode forward (separation.model_inputs, model.apply(train=False)), from the
+  mode "train": the trainer's jitted step (tribert_jax.train_step.make_train_step: spectral
+  features, forward, backward, optimiser update; state donated); "forward": spectral features +
+  the model's evaluation-mode forward (separation.model_inputs, model.apply(train=False)), from the
   model's variables alone (no optimiser state in memory). Returns the compiled program and its
   arguments, `advance(args, outputs)` -> the next step's arguments (the donated state replaced by
   the new one), compile time, FLOPs per step from XLA's cost analysis of the compiled program
@@ -269,7 +269,7 @@ def build_step(config: ml_collections.ConfigDict, mode: str, batch_size: int) ->
   from tribert_jax import initialization  # pylint: disable=g-import-not-at-top
   from tribert_jax import optimizers  # pylint: disable=g-import-not-at-top
   from tribert_jax import sharding  # pylint: disable=g-import-not-at-top
-  from tribert_jax import train  # pylint: disable=g-import-not-at-top
+  from tribert_jax import train_step  # pylint: disable=g-import-not-at-top
   from tribert_jax.tasks import separation  # pylint: disable=g-import-not-at-top
 
   if mode not in ("train", "forward"):
@@ -286,7 +286,7 @@ def build_step(config: ml_collections.ConfigDict, mode: str, batch_size: int) ->
     state = init_fn(init_rng)
     del init_fn  # its compiled program (~0.55 GiB at paper size) is not needed again
     params = state.params
-    fn = jax.jit(train.make_train_step(task, tx, schedule, config, mesh), donate_argnums=0)
+    fn = jax.jit(train_step.make_train_step(task, tx, schedule, config, mesh), donate_argnums=0)
     args = (state, batch)
     advance = lambda args, out: (out[0], args[1])  # noqa: E731
   else:

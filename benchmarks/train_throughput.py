@@ -6,7 +6,7 @@
 
 Every (model, mode, dtype) runs in its own interpreter (so peak memory is that configuration's
 alone) on synthetic batches of the batch contract's shapes: `train` is the trainer's jitted step
-(spectral features, forward, backward, optimiser update; tribert_jax.train.make_train_step),
+(spectral features, forward, backward, optimiser update; tribert_jax.train_step.make_train_step),
 `forward` the evaluation forward (spectral features + model in eval mode). Step time is the
 median over --steps steps, each waited for. FLOPs are XLA's cost analysis of the compiled
 program; MFU is printed where the device's peak is known (accelerators only).

@@ -32,13 +32,10 @@ from typing import Any, Iterator, Mapping
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from data_pipeline.layout import reader
-from data_pipeline.loading import pipeline as loading_pipeline
 from data_pipeline import prepare
 from tribert_jax import checkpointing
 from tribert_jax import initialization
@@ -47,10 +44,10 @@ from tribert_jax import optimizers
 from tribert_jax import pose_feature_cache
 from tribert_jax import sharding
 from tribert_jax import train_clock
+from tribert_jax.train_step import make_train_step
 from tribert_jax import validation
 from tribert_jax.tasks import registry
 from tribert_jax.tasks.base import Task
-from tribert_jax.train_state import TrainState
 
 
 class NonFiniteError(FloatingPointError):
@@ -60,63 +57,6 @@ class NonFiniteError(FloatingPointError):
 def make_task(config: ml_collections.ConfigDict) -> Task:
   """The task of config.phase, with the class names of the dataset at config.data.root."""
   return registry.get_task(config, reader.read_labels(config.data.root).classes)
-
-
-# ----------------------------------------------------------------------------------------------
-# Train step.
-# ----------------------------------------------------------------------------------------------
-
-
-def _split_microbatches(x: jax.Array, num: int, mesh: jax.sharding.Mesh) -> jax.Array:
-  """[B, ...] -> [num, B / num, ...], micro-batch m = rows m, num + m, ...: each device keeps
-  its own rows (the batch axis stays sharded on the second dimension)."""
-  b = x.shape[0]
-  x = x.reshape((b // num, num) + x.shape[1:]).swapaxes(0, 1)
-  spec = jax.sharding.PartitionSpec(None, sharding.batch_axes(mesh))
-  return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
-
-
-def _top_level_grad_norms(grads: Mapping[str, Any]) -> dict[str, jax.Array]:
-  """Global norm of the gradient of every top-level module (names which one went non-finite)."""
-  return {f"grad_norm/{name}": optax.global_norm(g) for name, g in grads.items()}
-
-
-def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-  """Returns train_step(state, batch) -> (state, metrics), to be jitted with donated state."""
-  num_micro = int(config.grad_accum_steps)
-  grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
-
-  def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
-    rng = jax.random.fold_in(state.rng, state.step)
-    if num_micro == 1:
-      (loss, (terms, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch, rng)
-    else:
-      micro = jax.tree.map(lambda x: _split_microbatches(x, num_micro, mesh), batch)
-
-      def accumulate(carry, inputs):
-        grads_sum, batch_stats = carry
-        index, micro_batch = inputs
-        (loss, (terms, batch_stats)), grads = grad_fn(
-            state.params, batch_stats, micro_batch, jax.random.fold_in(rng, index))
-        return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), (loss, terms)
-
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (grads, batch_stats), (losses_, terms) = jax.lax.scan(
-          accumulate, (zeros, state.batch_stats), (jnp.arange(num_micro), micro))
-      grads = jax.tree.map(lambda g: g / num_micro, grads)
-      loss = jnp.mean(losses_)
-      terms = jax.tree.map(jnp.mean, terms)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()},
-               "grad_norm": optax.global_norm(grads), **_top_level_grad_norms(grads),
-               "learning_rate": schedule(state.step)}
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state)
-    return new_state, metrics
-
-  return train_step
 
 
 def check_finite(step: int, metrics: Mapping[str, np.ndarray],
@@ -153,6 +93,8 @@ def train_batches(config: ml_collections.ConfigDict, start_batch: int
   if "with_clip_ids" in data and not data.with_clip_ids:
     data = ml_collections.ConfigDict(data.to_dict())
     data.with_clip_ids = True
+  # Imported here: TensorFlow (~0.5 GiB resident) only where a pipeline is built.
+  from data_pipeline.loading import pipeline as loading_pipeline
   return iter(loading_pipeline.build_train_pipeline(data, seed=config.seed,
                                                     start_batch=start_batch))
 

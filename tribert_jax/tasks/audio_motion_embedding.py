@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from data_pipeline.loading import pipeline as loading_pipeline
 from tribert_jax import losses
 from tribert_jax import sharding
 from tribert_jax.evaluation import reports
@@ -93,6 +92,8 @@ def audio_motion_embedding_task(config: ml_collections.ConfigDict,
     del writer  # scalars are written by the loop
     nonlocal eval_pipeline
     if eval_pipeline is None:
+      # Imported here: TensorFlow (~0.5 GiB resident) only where a pipeline is built.
+      from data_pipeline.loading import pipeline as loading_pipeline
       eval_pipeline = loading_pipeline.build_eval_pipeline(config.data)
     batch_sharding = sharding.data_sharding(mesh)
     predict_jit = jax.jit(predict, out_shardings=batch_sharding)

@@ -10,7 +10,6 @@ from absl import logging
 import jax
 import ml_collections
 
-from data_pipeline.loading import pipeline as loading_pipeline
 from tribert_jax import sharding
 from tribert_jax.evaluation import classification
 from tribert_jax.evaluation import reports
@@ -26,6 +25,8 @@ def accuracy_evaluation(config: ml_collections.ConfigDict, predict: Callable[[An
     del writer  # scalars are written by the loop
     nonlocal eval_pipeline
     if eval_pipeline is None:
+      # Imported here: TensorFlow (~0.5 GiB resident) only where a pipeline is built.
+      from data_pipeline.loading import pipeline as loading_pipeline
       eval_pipeline = loading_pipeline.build_eval_pipeline(config.data)
     batch_sharding = sharding.data_sharding(mesh)
     predict_jit = jax.jit(predict, out_shardings=batch_sharding)
