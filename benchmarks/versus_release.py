@@ -14,10 +14,10 @@ Rows (each configuration measured in a fresh interpreter, so peak RSS is its own
 Modes: `train` = the trainer's jitted step (tribert_jax.train_step.make_train_step: spectral
 features, forward, backward, optimiser update), `forward` = spectral features + evaluation-mode
 forward. Step time = median of --steps timed steps after --warmup; peak RSS = the subprocess's
-lifetime peak (the Python and XLA runtimes and compilation included: the step's modules import
-neither TensorFlow nor the tf.data pipeline; "steps" = the peak while
-stepping, after compilation, Linux only); GFLOP/example from XLA's cost analysis of the compiled
-program. Float32 throughout (the release runs float32 on CPU).
+lifetime peak (the Python and XLA runtimes and compilation included; the step's modules import
+neither TensorFlow nor the tf.data pipeline), "steps" = the peak while stepping, after
+compilation (Linux only); GFLOP/example from XLA's cost analysis of the compiled program.
+Float32 throughout (the release runs float32 on CPU).
 """
 
 from __future__ import annotations
