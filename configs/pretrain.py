@@ -102,9 +102,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # changes of #17, 13.5 without the memory flags, 16-21 before them, 47 on the VM's slow
     # 2026-12-02; val SDR 3.8-4.6 dB vs 0.2 for the mixture, README "Results"). The
     # architecture is the paper's with FiLM at every decoder level, a labelled cpu-only
-    # deviation (see the cpu model preset): the paper's bottleneck fusion, even trained the staged way, separates only
-    # barely at this size (+0.9 dB val at equal wall-clock, README "The staged recipe at cpu
-    # size"). The model's and pipeline's cpu presets, then what it takes to separate in that
+    # deviation (see the cpu model preset): the paper's bottleneck fusion, even trained the
+    # staged way, separates only barely at this size (+0.9 dB val at equal wall-clock, README
+    # "The staged recipe at cpu size"). The model's and pipeline's cpu presets, then what it takes to separate in that
     # time. 1e-3 left every classification loss at its prior after 100 steps; 3e-4 with warmup
     # learns. The separation loss starts falling after ~400 steps.
     config.data.batch_size = 4
